@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Run Molecule scenarios one after another from the repository root, print each
+# scenario's wall time, and stop at the first failure.
+#
+#   scripts/run-molecule.sh                 # the default list below
+#   scripts/run-molecule.sh docker          # only these scenarios, in this order
+#   MOLECULE_COMMAND=converge scripts/run-molecule.sh docker   # another molecule command
+#
+# Add a new scenario to DEFAULT_SCENARIOS once it runs on a machine without GPU
+# or cloud access (the gce scenario never belongs here).
+set -euo pipefail
+
+DEFAULT_SCENARIOS=(
+  docker
+  nvidia_container_toolkit
+)
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+export PATH="$root/.venv/bin:$PATH"
+export ANSIBLE_CONFIG="${ANSIBLE_CONFIG:-$root/ansible.cfg}"
+export ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-0}"
+command=${MOLECULE_COMMAND:-test}
+
+if (($#)); then
+  scenarios=("$@")
+else
+  scenarios=("${DEFAULT_SCENARIOS[@]}")
+fi
+
+command -v molecule >/dev/null || {
+  echo "molecule not found: run 'make setup' first (it builds .venv)" >&2
+  exit 2
+}
+for s in "${scenarios[@]}"; do
+  [[ -f molecule/$s/molecule.yml ]] || {
+    echo "no scenario molecule/$s/molecule.yml (have: $(ls molecule | grep -v shared | tr '\n' ' '))" >&2
+    exit 2
+  }
+done
+
+declare -a summary=()
+total_start=$(date +%s)
+for s in "${scenarios[@]}"; do
+  echo "=== molecule $command -s $s"
+  start=$(date +%s)
+  if molecule "$command" -s "$s"; then
+    rc=0
+  else
+    rc=$?
+  fi
+  took=$(($(date +%s) - start))
+  summary+=("$(printf '%-32s %5d s  %s' "$s" "$took" "$([[ $rc -eq 0 ]] && echo ok || echo "FAILED (rc=$rc)")")")
+  printf '=== %s: %d s (rc=%d)\n' "$s" "$took" "$rc"
+  if ((rc != 0)); then
+    printf '%s\n' "--- summary" "${summary[@]}"
+    exit "$rc"
+  fi
+done
+printf '%s\n' "--- summary" "${summary[@]}"
+printf 'total: %d s\n' "$(($(date +%s) - total_start))"
