@@ -1,0 +1,142 @@
+"""The FastAPI application factory and its lifespan (model loaded once, in a thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.requests import HTTPConnection
+
+from . import __version__
+from .config import Settings
+from .engine_api import EngineFactory, EngineLike, SamplingParams, load_real_engine
+from .metrics import Metrics
+from .sessions import Capacity, EngineWorker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine_factory: EngineFactory
+    sampling_cls: Callable[..., Any] | None
+    on_load_failure: Callable[[BaseException], None] | None
+    metrics: Metrics = field(default_factory=Metrics)
+    worker: EngineWorker | None = None
+    capacity: Capacity = field(default_factory=lambda: Capacity(1))
+    engine: EngineLike | None = None
+    ready: bool = False
+    load_error: str | None = None
+    load_seconds: float | None = None
+    started_at: float = field(default_factory=time.time)
+
+
+def get_state(conn: HTTPConnection | FastAPI) -> AppState:
+    app = conn if isinstance(conn, FastAPI) else conn.app
+    state: AppState = app.state.personaplex
+    return state
+
+
+async def _load_engine(state: AppState) -> None:
+    assert state.worker is not None
+    settings = state.settings
+    t0 = time.perf_counter()
+    try:
+        engine = await state.worker.call(state.engine_factory, settings)
+        if state.sampling_cls is None:
+            if state.engine_factory is load_real_engine:
+                from .engine_api import real_sampling_cls
+
+                state.sampling_cls = real_sampling_cls()
+            else:
+                state.sampling_cls = SamplingParams
+        engine_capacity = engine.info.get("capacity")
+        limit = settings.max_sessions
+        if isinstance(engine_capacity, int) and 0 < engine_capacity < limit:
+            log.warning(
+                "engine supports %d concurrent sessions, fewer than max_sessions=%d; using %d",
+                engine_capacity,
+                limit,
+                engine_capacity,
+            )
+            limit = engine_capacity
+        state.capacity.limit = limit
+        state.metrics.sessions_capacity.set(limit)
+        if settings.warmup:
+            await state.worker.call(engine.warmup)
+        state.engine = engine
+        state.load_seconds = time.perf_counter() - t0
+        state.ready = True
+        state.metrics.ready.set(1)
+        log.info(
+            "model ready in %.1f s: %s; capacity %d session(s)",
+            state.load_seconds,
+            {k: engine.info.get(k) for k in ("model", "device", "dtype", "quantize")},
+            limit,
+        )
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        state.load_error = str(exc) or type(exc).__name__
+        log.error("model load failed: %s", state.load_error, exc_info=not _is_expected(exc))
+        if state.on_load_failure is not None:
+            state.on_load_failure(exc)
+
+
+def _is_expected(exc: BaseException) -> bool:
+    # The engine's EngineLoadError carries an actionable message; no traceback needed.
+    return type(exc).__name__ == "EngineLoadError"
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state = get_state(app)
+    state.worker = EngineWorker()
+    state.capacity = Capacity(state.settings.max_sessions)
+    state.metrics.sessions_capacity.set(state.settings.max_sessions)
+    task = asyncio.create_task(_load_engine(state), name="load-engine")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        state.worker.shutdown()
+
+
+def create_app(
+    settings: Settings,
+    engine_factory: EngineFactory | None = None,
+    *,
+    sampling_cls: Callable[..., Any] | None = None,
+    on_load_failure: Callable[[BaseException], None] | None = None,
+) -> FastAPI:
+    """Build the app.  Nothing heavy happens here: the engine is loaded by the lifespan,
+    in the engine worker thread, while /healthz already answers and /readyz says 503."""
+    from .routes import chat, http
+
+    app = FastAPI(
+        title="PersonaPlex voice server",
+        version=__version__,
+        lifespan=_lifespan,
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.state.personaplex = AppState(
+        settings=settings,
+        engine_factory=engine_factory or load_real_engine,
+        sampling_cls=sampling_cls,
+        on_load_failure=on_load_failure,
+    )
+    app.include_router(http.router)
+    app.include_router(chat.router)
+    http.mount_static(app, settings)
+    return app

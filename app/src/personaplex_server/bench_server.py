@@ -1,0 +1,328 @@
+"""Server overhead benchmark: many concurrent clients over loopback.
+
+The server runs in its own process pinned to ONE CPU core; the clients run in this process
+(on the other cores when there are any) and replay pre-encoded Ogg/Opus pages in real time,
+so their cost stays out of the measurement.  Per configuration it reports the server
+process's CPU time per 80 ms frame per stream, split into the time inside the engine's
+``step`` (from the server's own histogram) and everything else: WebSocket receive, Opus
+decode and encode, framing, queues and scheduling, the worker-thread hand-off and send.
+
+Engines: ``null`` (default) echoes audio with no model, which isolates the server's
+overhead; ``tiny`` runs the real engine on the tiny random model (CPU), where the model
+dominates and the "outside the model" figure is total CPU minus step time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import re
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from websockets.asyncio.client import connect
+
+from . import protocol
+from .audio import FRAME_SIZE, SAMPLE_RATE, OpusEncoder
+
+FRAME_S = FRAME_SIZE / SAMPLE_RATE
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _serve(port: int, sessions: int, engine: str, model_dir: str | None, cpu: int | None) -> None:
+    """Child process: the server under test."""
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu})
+    os.environ.setdefault("NO_TORCH_COMPILE", "1")
+    import logging
+
+    import uvicorn
+
+    from .app import create_app
+    from .config import Settings
+    from .engine_api import EngineFactory, load_real_engine
+    from .null_engine import NullEngine, NullEngineConfig
+
+    logging.basicConfig(level=logging.WARNING)
+    settings = Settings(
+        host="127.0.0.1",
+        port=port,
+        max_sessions=sessions,
+        model_dir=Path(model_dir) if model_dir else Path("/nonexistent"),
+        device="cpu",
+        dtype="float32",
+        quantize="none",
+        use_compile=False,
+        use_cuda_graphs=False,
+        idle_timeout_s=60,
+    )
+    factory: EngineFactory
+    if engine == "null":
+
+        def factory(_: Settings) -> NullEngine:
+            return NullEngine(NullEngineConfig(max_sessions=sessions, max_frames=100000))
+
+    else:
+        factory = load_real_engine
+        try:
+            import torch
+
+            torch.set_num_threads(1)
+        except ImportError:  # pragma: no cover
+            pass
+    app = create_app(settings, factory)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is the state (3rd field of the file): utime/stime are the 14th/15th.
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+def _metrics(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for name in (
+        "personaplex_frames_total",
+        "personaplex_frame_step_seconds_sum",
+        "personaplex_dropped_frames_total",
+        "personaplex_late_frames_total",
+    ):
+        m = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.MULTILINE)
+        out[name] = float(m.group(1)) if m else 0.0
+    return out
+
+
+def _wait_ready(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r,
+        ):
+            if r.status == 200:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"server on port {port} not ready after {timeout:g} s")
+
+
+def _pages(seconds: float) -> list[bytes]:
+    t = np.arange(int(seconds * SAMPLE_RATE) + FRAME_SIZE) / SAMPLE_RATE
+    pcm = (0.3 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(
+        np.float32
+    )
+    enc = OpusEncoder()
+    n = int(seconds / FRAME_S)
+    return [enc.encode(pcm[i * FRAME_SIZE : (i + 1) * FRAME_SIZE]) for i in range(n)]
+
+
+@dataclass
+class RunResult:
+    streams: int
+    engine: str
+    seconds: float
+    frames: int
+    server_cpu_s: float
+    step_s: float
+    dropped: int
+    late: int
+    received_audio: int
+    failed: int
+
+    @property
+    def cpu_ms_per_frame(self) -> float:
+        return 1000 * self.server_cpu_s / max(self.frames, 1)
+
+    @property
+    def model_ms_per_frame(self) -> float:
+        return 1000 * self.step_s / max(self.frames, 1)
+
+    @property
+    def overhead_ms_per_frame(self) -> float:
+        return self.cpu_ms_per_frame - self.model_ms_per_frame
+
+    @property
+    def core_load(self) -> float:
+        return self.server_cpu_s / self.seconds
+
+
+async def _clients(port: int, n: int, pages: list[bytes], pid: int) -> tuple[RunResult, float]:
+    url = f"ws://127.0.0.1:{port}/api/chat?voice_prompt=&text_prompt=bench"
+    conns = []
+    handshakes = []
+    for _ in range(n):
+        ws = await connect(url, max_size=2**22, open_timeout=60)
+        conns.append(ws)
+
+    async def wait_handshake(ws: object) -> None:
+        async for msg in ws:  # type: ignore[attr-defined]
+            if isinstance(msg, bytes) and msg[:1] == protocol.HANDSHAKE:
+                return
+            if isinstance(msg, bytes) and msg[:1] == bytes([protocol.Kind.ERROR]):
+                raise RuntimeError(msg[1:].decode())
+
+    handshakes = await asyncio.gather(*(wait_handshake(ws) for ws in conns), return_exceptions=True)
+    failed = sum(isinstance(h, BaseException) for h in handshakes)
+    received = [0] * n
+
+    async def reader(i: int) -> None:
+        with contextlib.suppress(Exception):
+            async for msg in conns[i]:
+                if isinstance(msg, bytes) and msg[:1] == bytes([protocol.Kind.AUDIO]):
+                    received[i] += 1
+
+    readers = [asyncio.create_task(reader(i)) for i in range(n)]
+    m0 = await asyncio.to_thread(_metrics, port)
+    cpu0 = _proc_cpu_seconds(pid)
+    t0 = time.perf_counter()
+
+    async def writer(i: int) -> None:
+        # Stagger streams over one frame period like independent clients would be.
+        await asyncio.sleep(FRAME_S * i / n)
+        start = time.perf_counter()
+        for k, page in enumerate(pages):
+            if page:
+                await conns[i].send(protocol.audio(page))
+            delay = start + (k + 1) * FRAME_S - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    await asyncio.gather(*(writer(i) for i in range(n)), return_exceptions=True)
+    await asyncio.sleep(3 * FRAME_S)  # let the last frames through
+    elapsed = time.perf_counter() - t0
+    cpu1 = _proc_cpu_seconds(pid)
+    m1 = await asyncio.to_thread(_metrics, port)
+    for ws in conns:
+        with contextlib.suppress(Exception):
+            await ws.close()
+    for r in readers:
+        r.cancel()
+    result = RunResult(
+        streams=n,
+        engine="",
+        seconds=elapsed,
+        frames=int(m1["personaplex_frames_total"] - m0["personaplex_frames_total"]),
+        server_cpu_s=cpu1 - cpu0,
+        step_s=m1["personaplex_frame_step_seconds_sum"] - m0["personaplex_frame_step_seconds_sum"],
+        dropped=int(
+            m1["personaplex_dropped_frames_total"] - m0["personaplex_dropped_frames_total"]
+        ),
+        late=int(m1["personaplex_late_frames_total"] - m0["personaplex_late_frames_total"]),
+        received_audio=sum(received),
+        failed=failed,
+    )
+    return result, elapsed
+
+
+def run_one(
+    streams: int, seconds: float, engine: str, model_dir: str | None, server_cpu: int | None
+) -> RunResult:
+    port = _free_port()
+    ctx = multiprocessing.get_context("spawn")
+    proc = ctx.Process(
+        target=_serve, args=(port, streams, engine, model_dir, server_cpu), daemon=True
+    )
+    proc.start()
+    try:
+        _wait_ready(port, 600 if engine != "null" else 60)
+        assert proc.pid is not None
+        result, _ = asyncio.run(_clients(port, streams, _pages(seconds), proc.pid))
+        result.engine = engine
+        return result
+    finally:
+        proc.terminate()
+        proc.join(10)
+        if proc.is_alive():  # pragma: no cover
+            proc.kill()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--streams",
+        default="1,8,32",
+        help="comma-separated numbers of concurrent streams, one server run each",
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="audio streamed per client")
+    parser.add_argument(
+        "--engine",
+        choices=["null", "tiny"],
+        default="null",
+        help="null: no model (isolates server overhead); tiny: real engine, tiny random model",
+    )
+    parser.add_argument(
+        "--model-dir", type=Path, help="tiny model folder (default: generate one in a temp dir)"
+    )
+    parser.add_argument(
+        "--server-cpu", type=int, default=0, help="CPU core the server is pinned to (-1: none)"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    streams = [int(s) for s in str(args.streams).split(",") if s.strip()]
+    server_cpu = None if args.server_cpu < 0 else args.server_cpu
+    if server_cpu is not None and hasattr(os, "sched_setaffinity"):
+        others = os.sched_getaffinity(0) - {server_cpu}
+        if others:  # keep the clients off the server's core
+            os.sched_setaffinity(0, others)
+    model_dir: str | None = None
+    tmp: tempfile.TemporaryDirectory[str] | None = None
+    if args.engine == "tiny":
+        if args.model_dir is None:
+            from . import tiny
+
+            tmp = tempfile.TemporaryDirectory(prefix="personaplex-tiny-")
+            tiny.generate(Path(tmp.name), 0)
+            model_dir = tmp.name
+        else:
+            model_dir = str(args.model_dir)
+    print(
+        f"bench server: engine={args.engine}, server pinned to CPU {server_cpu}, "
+        f"{args.seconds:g} s of audio per stream, python {sys.version.split()[0]}"
+    )
+    print(
+        f"{'streams':>7} {'frames':>7} {'cpu/frame':>10} {'model/frame':>12} "
+        f"{'overhead/frame':>15} {'core load':>10} {'dropped':>8} {'late':>5} {'failed':>6}"
+    )
+    results = []
+    try:
+        for n in streams:
+            r = run_one(n, args.seconds, args.engine, model_dir, server_cpu)
+            results.append(r)
+            print(
+                f"{r.streams:>7} {r.frames:>7} {r.cpu_ms_per_frame:>8.3f}ms "
+                f"{r.model_ms_per_frame:>10.3f}ms {r.overhead_ms_per_frame:>13.3f}ms "
+                f"{100 * r.core_load:>9.1f}% {r.dropped:>8} {r.late:>5} {r.failed:>6}",
+                flush=True,
+            )
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    if results:
+        worst = max(r.overhead_ms_per_frame for r in results)
+        med = statistics.median(r.overhead_ms_per_frame for r in results)
+        verdict = "meets" if worst <= 1.0 else "MISSES"
+        print(
+            f"server overhead per frame per stream: median {med:.3f} ms, worst {worst:.3f} ms "
+            f"({verdict} the 1 ms target on one core)"
+        )
+    return 0

@@ -1,0 +1,180 @@
+"""All server configuration in one place.
+
+Every setting is read from the environment (prefix ``PERSONAPLEX_``) and is also a command
+line flag of ``personaplex-server serve`` (``--kebab-case-name``); the flags are generated
+from the model's fields, so the two never drift apart.  Secrets are the exception: the
+access token is read from the environment or from a file, never from the command line,
+because process arguments are visible to every user of the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "PERSONAPLEX_"
+
+# json_schema_extra marker for fields that must never become a command line flag.
+_NO_CLI = {"cli": False}
+
+
+class Settings(BaseSettings):
+    """Voice server settings (environment variables ``PERSONAPLEX_<NAME>``)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    # --- network ---------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 for all).")
+    port: int = Field(8998, ge=1, le=65535, description="TCP port (the official server's).")
+    ssl_certfile: Path | None = Field(
+        None, description="PEM certificate; with ssl_keyfile, serve https/wss."
+    )
+    ssl_keyfile: Path | None = Field(None, description="PEM private key for ssl_certfile.")
+
+    # --- model -----------------------------------------------------------------------
+    model_dir: Path = Field(
+        Path("/var/lib/personaplex/model"),
+        description="Folder laid out like the HF repo (model.safetensors, tokenizer files).",
+    )
+    voices_dir: Path | None = Field(
+        None, description="Voice prompt folder (default: <model_dir>/voices)."
+    )
+    static_dir: Path | None = Field(
+        None, description="Official web UI build (default: <model_dir>/dist); absent = help page."
+    )
+    device: str = Field("auto", description="Torch device: auto, cuda, cuda:N or cpu.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Activation/weight dtype; auto picks bf16 where native, else fp16."
+    )
+    quantize: Literal["auto", "none", "int8", "nf4"] = Field(
+        "auto", description="Weight quantization; auto picks what fits the GPU with headroom."
+    )
+    sliced_weights: bool = Field(
+        True, description="Write/load a dep_q=8 copy of the LM weights (saves about 1.4 GB)."
+    )
+    use_cuda_graphs: bool = Field(True, description="Capture CUDA graphs where they help.")
+    use_compile: bool = Field(True, description="Use torch.compile where it helps.")
+    warmup: bool = Field(True, description="Run a few model steps before reporting ready.")
+
+    # --- sessions --------------------------------------------------------------------
+    max_sessions: int = Field(1, ge=1, le=64, description="Concurrent conversations.")
+    max_queued_frames: int = Field(
+        4,
+        ge=1,
+        le=100,
+        description="Input frames (80 ms each) buffered per session before the oldest is dropped.",
+    )
+    prompt_timeout_s: float = Field(
+        300.0, gt=0, description="Give up on a session whose prompt phase takes longer."
+    )
+    idle_timeout_s: float = Field(
+        30.0, gt=0, description="Close a session when the client sends nothing for this long."
+    )
+
+    # --- security & limits -------------------------------------------------------------
+    access_token: SecretStr | None = Field(
+        None,
+        description="Token required from clients (query 'token' or cookie). Env/file only.",
+        json_schema_extra=_NO_CLI,
+    )
+    access_token_file: Path | None = Field(
+        None, description="File holding the access token (alternative to the env variable)."
+    )
+    max_message_bytes: int = Field(
+        65536, ge=1024, description="Largest WebSocket message accepted from a client."
+    )
+    max_text_prompt_chars: int = Field(
+        1000, ge=1, description="Longest text prompt accepted (the official UI's limit)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile must be given together")
+        if self.access_token is None and self.access_token_file is not None:
+            try:
+                text = self.access_token_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(
+                    f"cannot read access_token_file {self.access_token_file}: {exc.strerror}"
+                ) from None
+            if not text:
+                raise ValueError(f"access_token_file {self.access_token_file} is empty")
+            self.access_token = SecretStr(text)
+        if self.access_token is not None and not self.access_token.get_secret_value():
+            self.access_token = None
+        return self
+
+    @property
+    def effective_voices_dir(self) -> Path:
+        return self.voices_dir if self.voices_dir is not None else self.model_dir / "voices"
+
+    @property
+    def effective_static_dir(self) -> Path:
+        return self.static_dir if self.static_dir is not None else self.model_dir / "dist"
+
+    @property
+    def tls(self) -> bool:
+        return self.ssl_certfile is not None
+
+
+# ---------------------------------------------------------------------------------------
+# Command line flags generated from the model fields
+# ---------------------------------------------------------------------------------------
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _cli_enabled(info: FieldInfo) -> bool:
+    extra = info.json_schema_extra
+    return not (isinstance(extra, dict) and extra.get("cli") is False)
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per Settings field; flags default to 'not given' (env/defaults apply)."""
+    group = parser.add_argument_group(
+        "server settings", f"each flag can also be set as an environment variable {ENV_PREFIX}*"
+    )
+    for name, info in Settings.model_fields.items():
+        if not _cli_enabled(info):
+            continue
+        annotation = _unwrap_optional(info.annotation)
+        env = ENV_PREFIX + name.upper()
+        help_text = f"{info.description} [env {env}, default {info.default!s}]"
+        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+        if annotation is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(annotation) is Literal:
+            kwargs["choices"] = list(typing.get_args(annotation))
+        elif annotation in (int, float, str, Path):
+            kwargs["type"] = annotation
+        else:  # pragma: no cover - guards against adding an unsupported field type
+            raise TypeError(f"no CLI mapping for setting {name}: {annotation!r}")
+        group.add_argument(_flag(name), **kwargs)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Build Settings: flags given on the command line win over the environment."""
+    overrides = {name: getattr(args, name) for name in Settings.model_fields if hasattr(args, name)}
+    return Settings(**overrides)

@@ -1,0 +1,333 @@
+"""Conversations: capacity, the engine's worker thread and one session's loops.
+
+A session runs three tasks in one ``asyncio.TaskGroup`` (when one ends, the others are
+cancelled):
+
+* ``receive``: WebSocket messages -> Opus decode -> 80 ms frames -> a small bounded queue
+  (when the model falls behind real time the oldest frame is dropped and counted);
+* ``model``: prompts (then the 0x00 handshake), then one engine step per frame; the engine
+  is not thread-safe, so every engine call runs on one dedicated worker thread;
+* ``emit``: sends queued messages to the client.
+
+How a session ended is decided in one place (:func:`personaplex_server.errors.to_client`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from . import protocol
+from .audio import Framer, OpusDecodeError, OpusDecoder, OpusEncoder
+from .engine_api import EngineLike, EngineSessionLike
+from .errors import (
+    BadMessage,
+    BadRequest,
+    ClientDisconnected,
+    ClientTooSlow,
+    ContextExhausted,
+    IdleTimeout,
+    MalformedAudio,
+    MessageTooBig,
+    SessionError,
+    to_client,
+)
+from .metrics import Metrics
+from .params import ChatParams
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+OUTBOX_LIMIT = 256  # about 10 s of replies (audio + text per 80 ms frame)
+FLUSH_TIMEOUT_S = 2.0
+
+
+class Capacity:
+    """Counts conversations; refuses instead of waiting when full."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    def try_acquire(self) -> bool:
+        if self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def release(self) -> None:
+        self.active = max(0, self.active - 1)
+
+
+class EngineWorker:
+    """The one thread that touches the engine (it is not thread-safe)."""
+
+    def __init__(self) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="engine"
+        )
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, fn, *args)
+
+    async def timed(self, fn: Callable[..., T], *args: Any) -> tuple[T, float]:
+        """Run fn on the worker; also return the time it took on the worker itself."""
+
+        def run() -> tuple[T, float]:
+            t0 = time.perf_counter()
+            result = fn(*args)
+            return result, time.perf_counter() - t0
+
+        return await self.call(run)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        """Queue fn without waiting (used for cleanup that must run after queued work)."""
+        return self._pool.submit(fn, *args)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=False)
+
+
+@dataclass
+class SessionLimits:
+    max_message_bytes: int
+    max_queued_frames: int
+    prompt_timeout_s: float
+    idle_timeout_s: float
+
+
+@dataclass
+class SessionStats:
+    frames_in: int = 0
+    frames_stepped: int = 0
+    frames_dropped: int = 0
+    audio_out: int = 0
+    text_out: int = 0
+    prompt_s: float = 0.0
+    ended: str = ""
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class ChatSession:
+    """One conversation on an accepted WebSocket (capacity already acquired)."""
+
+    def __init__(
+        self,
+        ws: WebSocket,
+        engine: EngineLike,
+        worker: EngineWorker,
+        metrics: Metrics,
+        params: ChatParams,
+        sampling: Any,
+        limits: SessionLimits,
+        peer: str,
+    ) -> None:
+        self.ws = ws
+        self.engine = engine
+        self.worker = worker
+        self.metrics = metrics
+        self.params = params
+        self.sampling = sampling
+        self.limits = limits
+        self.peer = peer
+        self.stats = SessionStats()
+        self._frames: asyncio.Queue[np.ndarray] = asyncio.Queue(limits.max_queued_frames)
+        self._outbox: asyncio.Queue[bytes] = asyncio.Queue(OUTBOX_LIMIT)
+        self._decoder = OpusDecoder(engine.sample_rate)
+        self._encoder = OpusEncoder(engine.sample_rate)
+        self._framer = Framer(engine.frame_size)
+        self._started = False  # handshake sent: audio from now on is conversation input
+        self._opened: list[EngineSessionLike] = []
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def run(self) -> str:
+        """Run until the conversation ends; returns the end reason (for logs/metrics)."""
+        ended: BaseException | None = None
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._receive_loop(), name="receive")
+                tg.create_task(self._model_loop(), name="model")
+                tg.create_task(self._emit_loop(), name="emit")
+        except BaseExceptionGroup as group:
+            ended = _primary(group)
+        except (Exception, asyncio.CancelledError) as exc:  # pragma: no cover - defensive
+            ended = exc
+        finally:
+            # Runs after any step already queued on the worker: the slot is freed there.
+            self.worker.submit(self._close_engine_sessions)
+        if ended is None:  # pragma: no cover - the loops only end by raising
+            ended = ClientDisconnected()
+        outcome = to_client(ended)
+        if outcome.reason == "internal_error":
+            log.error("session %s failed", self.peer, exc_info=ended)
+        if outcome.message is not None and not isinstance(ended, ClientDisconnected):
+            if isinstance(ended, ContextExhausted):
+                await self._flush_outbox()
+            await self._send_quietly(protocol.error(outcome.message))
+        await close_quietly(self.ws, outcome.close_code, outcome.reason)
+        self.stats.ended = outcome.reason
+        return outcome.reason
+
+    def _close_engine_sessions(self) -> None:
+        while self._opened:
+            session = self._opened.pop()
+            try:
+                session.close()
+            except Exception:
+                log.exception("engine session close failed")
+
+    # -- loops --------------------------------------------------------------------------
+    async def _receive(self) -> bytes:
+        timeout = self.limits.idle_timeout_s if self._started else None
+        try:
+            message = await asyncio.wait_for(self.ws.receive(), timeout)
+        except TimeoutError:
+            raise IdleTimeout(
+                f"no data from the client for {self.limits.idle_timeout_s:g} s; closing"
+            ) from None
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            raise ClientDisconnected() from None
+        if message["type"] == "websocket.disconnect":
+            raise ClientDisconnected()
+        data = message.get("bytes")
+        if data is None:
+            raise BadMessage("text WebSocket messages are not part of the protocol")
+        if len(data) > self.limits.max_message_bytes:
+            raise MessageTooBig(
+                f"message of {len(data)} bytes exceeds the limit of "
+                f"{self.limits.max_message_bytes} bytes"
+            )
+        assert isinstance(data, bytes)
+        return data
+
+    async def _receive_loop(self) -> None:
+        while True:
+            data = await self._receive()
+            try:
+                kind, payload = protocol.decode(data)
+            except protocol.ProtocolError as exc:
+                raise BadMessage(f"protocol error: {exc}") from None
+            if kind is not protocol.Kind.AUDIO:
+                # Handshake/text/control/metadata/ping from a client carry nothing we use
+                # (the official server ignores them too).
+                continue
+            try:
+                pcm = self._decoder.decode(payload)
+            except OpusDecodeError as exc:
+                raise MalformedAudio(f"malformed Ogg/Opus audio: {exc}") from None
+            frames = self._framer.push(pcm)
+            if not self._started:
+                continue  # audio before the handshake is decoded (stream state) and discarded
+            for frame in frames:
+                self.stats.frames_in += 1
+                if self._frames.full():
+                    self._frames.get_nowait()  # keep latency bounded: drop the oldest
+                    self.stats.frames_dropped += 1
+                    self.metrics.dropped_frames.inc()
+                self._frames.put_nowait(frame)
+
+    async def _model_loop(self) -> None:
+        p = self.params
+
+        def open_session() -> EngineSessionLike:
+            s: EngineSessionLike = self.engine.new_session(p.voice, p.text_prompt, self.sampling)
+            self._opened.append(s)
+            return s
+
+        try:
+            session = await self.worker.call(open_session)
+        except (ValueError, KeyError, FileNotFoundError) as exc:
+            log.info("session %s refused by the engine: %s", self.peer, exc)
+            raise BadRequest(f"cannot start a conversation with voice {p.voice!r}") from None
+        t0 = time.perf_counter()
+        try:
+            await asyncio.wait_for(
+                self.worker.call(session.run_prompt), self.limits.prompt_timeout_s
+            )
+        except TimeoutError:
+            raise SessionError("the prompt phase took too long; try again later") from None
+        self.stats.prompt_s = time.perf_counter() - t0
+        self.metrics.prompt_seconds.observe(self.stats.prompt_s)
+        self._started = True
+        self._post(protocol.HANDSHAKE)
+        while True:
+            if session.frames_left <= 0:
+                raise ContextExhausted(
+                    "the conversation reached the end of the model's context "
+                    f"({self.engine.max_frames} frames); start a new conversation"
+                )
+            frame = await self._frames.get()
+            out, seconds = await self.worker.timed(session.step, frame)
+            self.metrics.observe_step(seconds)
+            self.stats.frames_stepped += 1
+            if out.pcm is not None:
+                opus = self._encoder.encode(out.pcm)
+                if opus:
+                    self._post(protocol.audio(opus))
+                    self.stats.audio_out += 1
+            if out.text:
+                self._post(protocol.text(out.text))
+                self.stats.text_out += 1
+
+    async def _emit_loop(self) -> None:
+        while True:
+            message = await self._outbox.get()
+            await self._send(message)
+
+    # -- sending ------------------------------------------------------------------------
+    def _post(self, message: bytes) -> None:
+        try:
+            self._outbox.put_nowait(message)
+        except asyncio.QueueFull:
+            raise ClientTooSlow("the client is not reading the replies; closing") from None
+
+    async def _send(self, message: bytes) -> None:
+        try:
+            await self.ws.send_bytes(message)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            raise ClientDisconnected() from None
+
+    async def _send_quietly(self, message: bytes) -> None:
+        with contextlib.suppress(Exception, ClientDisconnected):
+            await asyncio.wait_for(self._send(message), FLUSH_TIMEOUT_S)
+
+    async def _flush_outbox(self) -> None:
+        while not self._outbox.empty():
+            await self._send_quietly(self._outbox.get_nowait())
+
+
+async def close_quietly(ws: WebSocket, code: int, reason: str = "") -> None:
+    if ws.application_state == WebSocketState.DISCONNECTED:
+        return
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(ws.close(code=code, reason=reason[:120]), FLUSH_TIMEOUT_S)
+
+
+def _primary(group: BaseExceptionGroup) -> BaseException:
+    """The exception that ended a session (a SessionError wins over a disconnect)."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for e in exc.exceptions:
+                walk(e)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for kinds in ((SessionError,), (ClientDisconnected,)):
+        for exc in leaves:
+            if isinstance(exc, kinds):
+                return exc
+    return leaves[0]
