@@ -1,0 +1,153 @@
+"""nvidia_driver role against the stand-in NVIDIA repository, in image-baking mode.
+
+Runs on the control node; `host` is the molecule container. Every test checks
+something the role is responsible for and would fail if the role stopped doing it.
+The packages are stand-ins (molecule/shared/standin_apt_repo.yml); the apt
+machinery, signatures, pinning, holds, modprobe.d, initramfs and systemd are real.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+REPO_URL = "http://127.0.0.1:8765/compute/cuda/repos/debian12/x86_64/"
+KEYRING = "/usr/share/keyrings/cuda-archive-keyring.gpg"
+SOURCE = "/etc/apt/sources.list.d/cuda.sources"
+BRANCH = "580"
+DRIVER_VERSION = "580.105.08-1"
+# Every driver package the default install (open kernel modules) brings in.
+DRIVER_PACKAGES = [
+    "nvidia-open",
+    "nvidia-driver",
+    "nvidia-driver-cuda",
+    "nvidia-kernel-open-dkms",
+    "firmware-nvidia-gsp",
+    "libcuda1",
+    "libnvidia-ml1",
+    "nvidia-smi",
+    "nvidia-persistenced",
+]
+
+
+@cache
+def manifest() -> dict:
+    """The stand-in repository's manifest (the build is cached, so this is instant)."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "molecule/shared/standin_apt_repo.py"), "build"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout)
+
+
+def selections(host) -> dict[str, str]:
+    out = host.check_output("dpkg --get-selections")
+    return dict(line.split() for line in out.splitlines())
+
+
+def test_deb822_source_names_repo_and_keyring(host):
+    f = host.file(SOURCE)
+    assert f.is_file
+    fields = dict(
+        line.split(": ", 1) for line in f.content_string.splitlines() if ": " in line and not line.startswith("#")
+    )
+    assert fields["Types"] == "deb"
+    assert fields["URIs"] == REPO_URL
+    assert fields["Suites"] == "/"
+    assert fields["Signed-By"] == KEYRING
+
+
+def test_keyring_from_cuda_keyring_holds_the_repository_key(host):
+    assert host.package("cuda-keyring").is_installed
+    assert host.package("cuda-keyring").version == "1.1-1"
+    fingerprints = host.check_output(f"gpg --show-keys --with-colons {KEYRING} | grep '^fpr' | cut -d: -f10")
+    assert manifest()["keys"]["fingerprint"] in fingerprints.split()
+
+
+def test_one_line_source_from_cuda_keyring_removed(host):
+    # It points at NVIDIA's real URL: left in place, apt would have two sources.
+    assert not host.file("/etc/apt/sources.list.d/cuda-debian12-x86_64.list").exists
+
+
+def test_apt_verifies_the_repository_signature(host):
+    cmd = host.run(
+        f"apt-get update -o Dir::Etc::sourcelist={SOURCE} -o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0"
+    )
+    assert cmd.rc == 0, cmd.stderr
+    assert "NO_PUBKEY" not in cmd.stdout + cmd.stderr
+    assert "not signed" not in cmd.stdout + cmd.stderr
+
+
+def test_pinning_package_of_the_branch_installed(host):
+    assert host.package(f"nvidia-driver-pinning-{BRANCH}").is_installed
+    assert not host.package("nvidia-driver-pinning-590").is_installed
+
+
+@pytest.mark.parametrize("name", DRIVER_PACKAGES)
+def test_driver_package_on_pinned_branch(host, name):
+    # The stand-in repository also offers branch 590; only 580 may be installed.
+    assert "590.48.01-1" in manifest()["repos"]["cuda"]["packages"][name]
+    pkg = host.package(name)
+    assert pkg.is_installed
+    assert pkg.version == DRIVER_VERSION
+
+
+@pytest.mark.parametrize("name", [*DRIVER_PACKAGES, f"nvidia-driver-pinning-{BRANCH}"])
+def test_driver_package_held(host, name):
+    assert selections(host).get(name) == "hold"
+
+
+def test_unrelated_packages_not_held(host):
+    sel = selections(host)
+    assert sel["cuda-keyring"] == "install"
+    assert sel["apt"] == "install"
+
+
+def test_kernel_headers_for_running_kernel(host):
+    kernel = host.check_output("uname -r")
+    assert host.package(f"linux-headers-{kernel}").is_installed
+
+
+def test_nouveau_blacklisted(host):
+    f = host.file("/etc/modprobe.d/blacklist-nouveau.conf")
+    assert f.is_file
+    assert f.mode == 0o644
+    lines = [line.strip() for line in f.content_string.splitlines() if line and not line.startswith("#")]
+    assert "blacklist nouveau" in lines
+    assert "options nouveau modeset=0" in lines
+
+
+def test_initramfs_rebuilt_with_blacklist(host):
+    initrds = host.check_output("ls /boot/initrd.img-*").split()
+    assert initrds, "prepare.yml installs a kernel, so an initramfs must exist"
+    for initrd in initrds:
+        listing = host.check_output(f"lsinitramfs {initrd}").split()
+        assert "etc/modprobe.d/blacklist-nouveau.conf" in listing, initrd
+
+
+def test_persistenced_enabled_not_started_without_gpu(host):
+    # Baking mode: enabled so it starts on the GPU VM made from this image; not
+    # started here, where there is no GPU to keep initialised.
+    svc = host.service("nvidia-persistenced")
+    assert svc.is_enabled
+    assert not svc.is_running
+
+
+def _has_nvidia_gpu(host) -> bool:
+    return host.run("grep -qx 0x10de /sys/bus/pci/devices/*/vendor").rc == 0
+
+
+def test_gpu_listed_by_nvidia_smi(host):
+    """GPU-only: on a host with an NVIDIA GPU, nvidia-smi -L lists it."""
+    if not _has_nvidia_gpu(host):
+        pytest.skip("GPU-only check: no NVIDIA GPU on this host (runs in the gce scenario)")
+    out = host.check_output("nvidia-smi -L")
+    assert out.startswith("GPU 0:")
