@@ -1,0 +1,637 @@
+"""The PersonaPlex runtime: one LMGen with a batch of ``max_sessions`` slots, one Mimi.
+
+A session owns a slot. This first version steps one slot at a time (the other slots are
+masked out with upstream's exec_mask, so their state does not move); the batch shape is
+already there for stepping several conversations in one LM call next. Mimi keeps one
+streaming state per slot and the engine swaps them in before use.
+
+Prompt phase, two equivalent ways (``prefill``):
+- prefill (default): every forced column but the last goes through the temporal
+  transformer in chunks of up to ``PREFILL_CHUNK`` frames (voice ``.pt`` embeddings and
+  prompt tokens alike), then the token cache is set as the step-by-step path leaves it,
+  and one transition step runs. Fast: a few LM calls instead of one per frame.
+- step by step (``prefill=False``): upstream ``LMGen.step`` once per frame with the
+  text/audio hooks forcing the sampled tokens; step s forces column s+1. Kept as the
+  reference the tests compare against.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import constants as C
+from .loading import ModelFiles, load_lm, load_mimi, load_tokenizer, resolve_files
+from .planning import GIB, GpuSpec, ModelSpec, PlanError, PrecisionPlan, plan_precision
+from .prompt import PromptFrames, build_prompt, wrap_with_system_tags
+from .types import (
+    ContextExhausted,
+    EngineConfig,
+    EngineLoadError,
+    NoFreeSlot,
+    SamplingParams,
+    StepOutput,
+    VoiceNotFound,
+)
+
+log = logging.getLogger(__name__)
+
+PREFILL_CHUNK = 64
+MAX_VOICE_SECONDS = 60.0
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+@dataclass
+class _Voice:
+    codes: torch.Tensor | None  # [F, 8] agent codes (audio voices)
+    embeddings: torch.Tensor | None  # [F-1, dim] (``.pt`` voices)
+    cache: torch.Tensor | None  # [17, K] the fork's token ring buffer
+    frames: int
+
+
+class EngineSession:
+    """One conversation in one slot. Not thread-safe: drive it from one thread."""
+
+    def __init__(
+        self, engine: Engine, slot: int, voice: str, text_tokens: list[int],
+        sampling: SamplingParams,
+    ) -> None:
+        self._engine = engine
+        self.slot = slot
+        self.voice = voice
+        self.text_tokens = text_tokens
+        self.sampling = sampling
+        self.frames_used = 0
+        self.prompt_frames = 0
+        self.prompted = False
+        self.closed = False
+
+    @property
+    def frames_left(self) -> int:
+        return max(0, self._engine.max_frames - self.frames_used)
+
+    def run_prompt(self) -> None:
+        self._engine._run_prompt(self)
+
+    def step(self, pcm: np.ndarray) -> StepOutput:
+        return self._engine._step(self, pcm)
+
+    def close(self) -> None:
+        self._engine._release(self)
+
+    def __enter__(self) -> EngineSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Engine:
+    frame_size: int = C.FRAME_SIZE
+    sample_rate: int = C.SAMPLE_RATE
+
+    def __init__(
+        self, cfg: EngineConfig, files: ModelFiles, lm: Any, mimi: Any, tokenizer: Any,
+        device: torch.device, plan: PrecisionPlan, info: dict[str, Any],
+    ) -> None:
+        from moshi.models.lm import LMGen
+
+        self.cfg = cfg
+        self.files = files
+        self.lm = lm
+        self.mimi = mimi
+        self.tokenizer = tokenizer
+        self.device = device
+        self.plan = plan
+        self.info = info
+        self.batch = cfg.max_sessions
+        self.prefill = True
+        self.voices_dir = cfg.voices_dir or (cfg.model_dir / C.VOICES_DIR)
+        self._lock = threading.RLock()
+        self._slots: list[EngineSession | None] = [None] * self.batch
+        self._voice_cache: dict[tuple[str, int, int], _Voice] = {}
+        b = self.batch
+        self._force_text = torch.full((b,), -1, dtype=torch.long, device=device)
+        self._force_audio = torch.full((b, 8), -1, dtype=torch.long, device=device)
+        self._forcing = False
+        self.lm_gen = LMGen(
+            lm, use_sampling=True, on_text_hook=self._on_text, on_audio_hook=self._on_audio,
+            support_out_of_sync=True,
+        )
+        with self._ctx():
+            self.lm_gen.streaming_forever(b)
+            self._mimi_states = [self._new_mimi_state() for _ in range(b)]
+        self._mimi_active: int | None = None
+        self._audio_sampling: tuple[float, int] | None = None
+        context = int(lm.context)
+        # T>1 prefill writes keys for masked slots too: keep them off the ring's wrap point
+        self.max_frames = context if b == 1 else context - PREFILL_CHUNK
+        self.info["max_frames"] = self.max_frames
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def load(cls, cfg: EngineConfig) -> Engine:
+        t0 = time.perf_counter()
+        if cfg.max_sessions < 1:
+            raise EngineLoadError("max_sessions must be at least 1")
+        device = resolve_device(cfg.device)
+        files = resolve_files(Path(cfg.model_dir))
+        spec = model_spec(files)
+        gpu = gpu_spec(device) if device.type == "cuda" else None
+        try:
+            plan = plan_precision(
+                gpu, dtype=cfg.dtype, quantize=cfg.quantize, max_sessions=cfg.max_sessions,
+                spec=spec,
+            )
+        except PlanError as exc:
+            raise EngineLoadError(str(exc)) from None
+        log.info(
+            "precision: %s + quantize %s (%s); estimated %.2f GiB for %d session(s)",
+            plan.dtype, plan.quantize, plan.reason, plan.estimate_bytes / GIB, cfg.max_sessions,
+        )
+        if plan.quantize != "none":
+            _require_bitsandbytes(plan.quantize)
+        dtype = _DTYPES[plan.dtype]
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        try:
+            loaded = load_lm(
+                files, device=device, dtype=dtype, quantize=plan.quantize,
+                sliced_weights=cfg.sliced_weights, progress=lambda m: log.debug("%s", m),
+            )
+        except torch.OutOfMemoryError as exc:
+            raise EngineLoadError(
+                f"out of GPU memory while loading ({plan.dtype}+{plan.quantize}): {exc}. "
+                "Try quantize=nf4, fewer max_sessions, or a bigger GPU"
+            ) from None
+        mimi = load_mimi(files, device)
+        tokenizer = load_tokenizer(files)
+        lm = loaded.lm
+        if tokenizer.vocab_size() > lm.text_card:
+            raise EngineLoadError(
+                f"tokenizer has {tokenizer.vocab_size()} pieces, the LM only {lm.text_card}"
+            )
+        info: dict[str, Any] = {
+            "model": files.model_name,
+            "model_dir": str(cfg.model_dir),
+            "device": str(device),
+            "gpu": None if gpu is None else {
+                "name": gpu.name, "total_gib": round(gpu.total_bytes / GIB, 2),
+                "capability": f"{gpu.capability[0]}.{gpu.capability[1]}",
+            },
+            "dtype": plan.dtype,
+            "quantize": plan.quantize,
+            "capacity": cfg.max_sessions,
+            "checkpoint_dep_q": loaded.checkpoint_dep_q,
+            "dep_q": int(lm.dep_q),
+            "weights_file": loaded.source.name,
+            "sliced_weights_written": None if loaded.sliced_written is None
+            else str(loaded.sliced_written),
+            "context_frames": int(lm.context),
+            "frame_size": C.FRAME_SIZE,
+            "sample_rate": C.SAMPLE_RATE,
+            "cuda_graphs": cfg.use_cuda_graphs and device.type == "cuda" and _cuda_graphs_env_ok(),
+            "torch_compile": cfg.use_compile and not os.environ.get("NO_TORCH_COMPILE"),
+            "memory": plan.as_info(),
+            "versions": _versions(),
+        }
+        engine = cls(cfg, files, lm, mimi, tokenizer, device, plan, info)
+        engine._record_memory("after_load")
+        log.info(
+            "engine loaded in %.1f s: %s on %s, %s+%s, dep_q %d->%d, memory %s",
+            time.perf_counter() - t0, files.model_name, device, plan.dtype, plan.quantize,
+            loaded.checkpoint_dep_q, lm.dep_q, info["memory"],
+        )
+        return engine
+
+    def _record_memory(self, label: str) -> None:
+        if self.device.type != "cuda":
+            return
+        mem = self.info["memory"]
+        mem[f"{label}_allocated_gib"] = round(torch.cuda.memory_allocated(self.device) / GIB, 2)
+        mem[f"{label}_reserved_gib"] = round(torch.cuda.memory_reserved(self.device) / GIB, 2)
+        mem["peak_allocated_gib"] = round(torch.cuda.max_memory_allocated(self.device) / GIB, 2)
+
+    # ---------------------------------------------------------------- public API
+    def voices(self) -> list[str]:
+        d = self.voices_dir
+        if not d.is_dir():
+            return []
+        ok = (C.EMBEDDING_VOICE_SUFFIX, *C.AUDIO_VOICE_SUFFIXES)
+        return sorted(
+            p.name for p in d.iterdir()
+            if p.is_file() and p.suffix.lower() in ok and not p.name.startswith(".")
+        )
+
+    def new_session(self, voice: str, text_prompt: str, sampling: SamplingParams) -> EngineSession:
+        if voice not in self.voices():  # bare names only: no paths, no traversal
+            raise VoiceNotFound(f"unknown voice {voice!r}")
+        sampling.validate()
+        tokens = self.tokenize_prompt(text_prompt)
+        with self._lock:
+            try:
+                slot = self._slots.index(None)
+            except ValueError:
+                raise NoFreeSlot(f"all {self.batch} session slot(s) are in use") from None
+            session = EngineSession(self, slot, voice, tokens, sampling)
+            self._slots[slot] = session
+        return session
+
+    def tokenize_prompt(self, text_prompt: str) -> list[int]:
+        if not text_prompt.strip():
+            return []
+        ids: list[int] = self.tokenizer.encode(wrap_with_system_tags(text_prompt))
+        return ids
+
+    def warmup(self) -> None:
+        """A few steps through every code path (and CUDA graph capture) on each slot."""
+        t0 = time.perf_counter()
+        with self._lock:
+            for slot in range(self.batch):
+                if self._slots[slot] is not None:
+                    continue
+                s = EngineSession(self, slot, "", [], SamplingParams())
+                self._slots[slot] = s
+                try:
+                    voice = _Voice(torch.tensor([C.SILENCE_TOKENS] * 4), None, None, 4)
+                    self._prompt_with(s, voice)
+                    for _ in range(3):
+                        self._step(s, np.zeros(self.frame_size, dtype=np.float32))
+                finally:
+                    self._slots[slot] = None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self._record_memory("after_warmup")
+        log.info("warm-up done in %.2f s", time.perf_counter() - t0)
+
+    # ---------------------------------------------------------------- internals
+    @contextlib.contextmanager
+    def _ctx(self) -> Iterator[None]:
+        from moshi.utils.compile import no_compile, no_cuda_graph
+
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch.no_grad())
+            if not self.cfg.use_compile:
+                stack.enter_context(no_compile())
+            if not self.cfg.use_cuda_graphs:
+                stack.enter_context(no_cuda_graph())
+            yield
+
+    def _new_mimi_state(self) -> dict[str, Any]:
+        stack = self.mimi.streaming(1)
+        stack.pop_all()  # keep the state; streaming is stopped by hand below
+        state: dict[str, Any] = self.mimi.get_streaming_state()
+        self.mimi.set_streaming_state(dict.fromkeys(state))
+        return state
+
+    def _use_mimi(self, slot: int) -> None:
+        if self._mimi_active != slot:
+            self.mimi.set_streaming_state(self._mimi_states[slot])
+            self._mimi_active = slot
+
+    def _on_text(self, text_token: torch.Tensor) -> None:
+        if self._forcing:
+            text_token.copy_(torch.where(self._force_text >= 0, self._force_text, text_token))
+
+    def _on_audio(self, audio: torch.Tensor) -> None:
+        if self._forcing:
+            audio.copy_(torch.where(self._force_audio >= 0, self._force_audio, audio))
+
+    def _check(self, session: EngineSession) -> None:
+        if session.closed or self._slots[session.slot] is not session:
+            raise RuntimeError("this session is closed")
+
+    def _select(self, session: EngineSession) -> None:
+        """Make ``session``'s slot the one that moves; apply its sampling parameters."""
+        slot = session.slot
+        self._use_mimi(slot)
+        if self.batch > 1:
+            mask = torch.zeros(self.batch, dtype=torch.bool)
+            mask[slot] = True
+            self.lm_gen.set_exec_mask(mask.to(self.device))
+        sp = session.sampling
+        g = self.lm_gen
+        g.temp_text, g.top_k_text = sp.temp_text, sp.top_k_text
+        if (sp.temp, sp.top_k) != self._audio_sampling:
+            # the depth transformer's sampling is inside its CUDA graph: capture it again
+            g.temp, g.top_k = sp.temp, sp.top_k
+            state = g._streaming_state
+            if state is not None and state.graphed_depth is not None and self._audio_sampling:
+                state.graphed_depth.reset()
+            self._audio_sampling = (sp.temp, sp.top_k)
+
+    def _run_prompt(self, session: EngineSession) -> None:
+        with self._lock:
+            self._check(session)
+            if session.prompted:
+                raise RuntimeError("the prompt has already run for this session")
+            voice = self._load_voice(session.voice, session.slot)
+            self._prompt_with(session, voice)
+
+    def _prompt_with(self, session: EngineSession, voice: _Voice) -> None:
+        with self._ctx():
+            slot = session.slot
+            self._select(session)
+            reset = torch.zeros(self.batch, dtype=torch.bool)
+            reset[slot] = True
+            self.lm_gen.reset_streaming(reset.to(self.device))
+            if self.batch > 1:
+                self._select(session)  # the reset re-enabled the slot: mask the others again
+            self.mimi.reset_streaming()
+            if session.sampling.seed is not None:
+                torch.manual_seed(session.sampling.seed)
+            codes = voice.codes
+            if codes is None:  # .pt: only the last voice frame's codebooks 1-7 are needed
+                assert voice.cache is not None
+                codes = torch.zeros(voice.frames, 8, dtype=torch.long)
+                codes[-1, 1:] = voice.cache[2:9, voice.frames % voice.cache.shape[1]]
+            frames = build_prompt(codes, session.text_tokens)
+            p = len(frames)
+            if p >= self.max_frames:
+                raise ValueError(
+                    f"the prompt takes {p} frames, the context holds {self.max_frames}: "
+                    "use a shorter voice prompt or text prompt"
+                )
+            if self.prefill or voice.embeddings is not None:
+                self._prefill(slot, frames, voice)
+            else:
+                for s in range(p):
+                    self._forced_step(slot, frames, s)
+            self.mimi.reset_streaming()
+            session.frames_used = p
+            session.prompt_frames = p
+            session.prompted = True
+
+    def _user_input(self, slot: int, codes: torch.Tensor) -> torch.Tensor:
+        x = torch.zeros(self.batch, 8, 1, dtype=torch.long, device=self.device)
+        x[slot, :, 0] = codes.to(self.device)
+        return x
+
+    def _forced_step(self, slot: int, frames: PromptFrames, s: int) -> None:
+        """Upstream step ``s`` of the prompt: force column s+1 (the last step: codebooks 1-7)."""
+        p = len(frames)
+        self._force_text.fill_(-1)
+        self._force_audio.fill_(-1)
+        replace = None
+        if s < p - 1:
+            audio = torch.cat([frames.agent[s + 1, :1], frames.agent[s, 1:]])
+            self._force_text[slot] = frames.text[s + 1]
+            self._force_audio[slot] = audio.to(self.device)
+            replace = torch.zeros(
+                self.batch, self.lm.dep_q, 1, dtype=torch.long, device=self.device
+            )
+            replace[slot, :, 0] = audio.to(self.device)  # no need to run the depth transformer
+        else:
+            self._force_audio[slot, 1:] = frames.agent[s, 1:].to(self.device)
+        self._forcing = True
+        try:
+            user = self._user_input(slot, frames.user[s])
+            self.lm_gen.step(user, depformer_replace_tokens=replace)
+        finally:
+            self._forcing = False
+            self._force_text.fill_(-1)
+            self._force_audio.fill_(-1)
+
+    def _prefill(self, slot: int, frames: PromptFrames, voice: _Voice) -> None:
+        """Feed columns 0..P-2 through the temporal transformer, set the token cache, step P-1."""
+        lm = self.lm
+        p = len(frames)
+        cols = _columns(frames, p + 1, lm.text_initial_token_id, lm.initial_token_id)
+        first_token_col = 0
+        cond: torch.Tensor | None = None
+        if voice.embeddings is not None:
+            f = voice.frames
+            first_token_col = f - 1
+            cond = voice.embeddings.to(self.device, self.lm.dtype)
+            cols[:, :first_token_col] = -1  # embeds to exactly zero; the embedding is added
+            # the fork's cache holds the last voice columns as it played them
+            assert voice.cache is not None
+            ct = voice.cache.shape[1]
+            cols[:, f - 1] = voice.cache[:, (f - 1) % ct]
+            keep = [0, 1, 9]
+            col_f = voice.cache[:, f % ct].clone()
+            col_f[keep] = cols[keep, f]
+            cols[:, f] = col_f
+        n_in = p - 1  # columns fed before the transition step
+        dim = lm.dim
+        for start in range(0, n_in, PREFILL_CHUNK):
+            end = min(n_in, start + PREFILL_CHUNK)
+            seq = torch.full((self.batch, lm.num_codebooks, end - start), -1, dtype=torch.long)
+            seq[slot] = cols[:, start:end]
+            sum_cond = None
+            if cond is not None and start < first_token_col:
+                sum_cond = torch.zeros(self.batch, end - start, dim, dtype=cond.dtype,
+                                       device=self.device)
+                upto = min(end, first_token_col)
+                sum_cond[slot, : upto - start] = cond[start:upto]
+            lm.forward_text(seq.to(self.device), sum_cond)
+        state = self.lm_gen._streaming_state
+        assert state is not None
+        ct = state.cache.shape[2]
+        state.offsets[slot] = p - 1
+        for c in (p - 1, p):
+            state.cache[slot, :, c % ct] = cols[:, c].to(self.device)
+        self._forced_step(slot, frames, p - 1)
+
+    def _step(self, session: EngineSession, pcm: np.ndarray) -> StepOutput:
+        with self._lock:
+            self._check(session)
+            if not session.prompted:
+                raise RuntimeError("run_prompt() must come before step()")
+            if session.frames_used >= self.max_frames:
+                raise ContextExhausted(
+                    f"the conversation used the model's whole context ({self.max_frames} frames, "
+                    f"{self.max_frames / C.FRAME_RATE:.0f} s)"
+                )
+            x = np.asarray(pcm, dtype=np.float32).reshape(-1)
+            if x.shape[0] != self.frame_size:
+                raise ValueError(f"expected {self.frame_size} samples, got {x.shape[0]}")
+            with self._ctx():
+                self._select(session)
+                slot = session.slot
+                wav = torch.from_numpy(np.clip(x, -1.0, 1.0)).to(self.device).view(1, 1, -1)
+                codes = self.mimi.encode(wav)  # [1, 8, 1]
+                tokens = self.lm_gen.step(self._user_input(slot, codes[0, :, 0]))
+                assert tokens is not None
+                tok = tokens[slot : slot + 1]
+                out = self.mimi.decode(tok[:, 1 : 1 + C.AUDIO_CODEBOOKS])
+                text_id = int(tok[0, 0, 0].item())
+                out_pcm = out[0, 0].float().cpu().numpy()
+            session.frames_used += 1
+        return StepOutput(pcm=out_pcm, text=self._piece(text_id))
+
+    def _piece(self, text_id: int) -> str | None:
+        if text_id in (C.TEXT_EPAD_ID, C.TEXT_PAD_ID) or text_id < 0:
+            return None
+        if text_id >= self.tokenizer.vocab_size():
+            return None
+        piece: str = self.tokenizer.id_to_piece(text_id)
+        return piece.replace("▁", " ")
+
+    def _release(self, session: EngineSession) -> None:
+        with self._lock:
+            if not session.closed and self._slots[session.slot] is session:
+                self._slots[session.slot] = None
+            session.closed = True
+
+    # ---------------------------------------------------------------- voices
+    def _load_voice(self, name: str, slot: int) -> _Voice:
+        path = self.voices_dir / name
+        if name not in self.voices():
+            raise VoiceNotFound(f"unknown voice {name!r}")
+        st = path.stat()
+        key = (name, st.st_mtime_ns, st.st_size)
+        cached = self._voice_cache.get(key)
+        if cached is not None:
+            return cached
+        if path.suffix == C.EMBEDDING_VOICE_SUFFIX:
+            voice = self._load_pt_voice(path)
+        else:
+            voice = self._encode_audio_voice(path, slot)
+        self._voice_cache = {k: v for k, v in self._voice_cache.items() if k[0] != name}
+        self._voice_cache[key] = voice
+        return voice
+
+    def _load_pt_voice(self, path: Path) -> _Voice:
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+            emb = data["embeddings"]
+            cache = data["cache"]
+        except Exception as exc:
+            raise ValueError(
+                f"voice {path.name} is not a PersonaPlex voice embedding: {exc}"
+            ) from None
+        if emb.dim() != 4 or emb.shape[-1] != self.lm.dim or emb.shape[0] < 1:
+            raise ValueError(f"voice {path.name}: embeddings of shape {tuple(emb.shape)} do not "
+                             f"fit this model (dim {self.lm.dim})")
+        if cache.dim() != 3 or cache.shape[1] != self.lm.num_codebooks or cache.shape[2] < 2:
+            raise ValueError(f"voice {path.name}: cache of shape {tuple(cache.shape)} unexpected")
+        f = int(emb.shape[0]) + 1
+        return _Voice(None, emb.reshape(f - 1, -1), cache[0].long(), f)
+
+    def _encode_audio_voice(self, path: Path, slot: int) -> _Voice:
+        import sphn
+
+        from .loudness import normalize_loudness
+
+        try:
+            pcm, sr = sphn.read(str(path))
+        except Exception as exc:
+            raise ValueError(f"cannot read voice audio {path.name}: {exc}") from None
+        pcm = np.asarray(pcm, dtype=np.float32)
+        pcm = pcm[0:1] if pcm.ndim == 2 else pcm.reshape(1, -1)
+        if int(sr) != C.SAMPLE_RATE:
+            pcm = sphn.resample(pcm, src_sample_rate=int(sr), dst_sample_rate=C.SAMPLE_RATE)
+        mono = np.asarray(pcm, dtype=np.float32).reshape(-1)
+        if mono.shape[0] > MAX_VOICE_SECONDS * C.SAMPLE_RATE:
+            raise ValueError(f"voice {path.name} is longer than {MAX_VOICE_SECONDS:.0f} s")
+        mono = normalize_loudness(mono, C.SAMPLE_RATE, C.VOICE_PROMPT_LUFS)
+        codes = self.encode_audio(mono, slot)
+        return _Voice(codes, None, None, int(codes.shape[0]))
+
+    def encode_audio(self, mono: np.ndarray, slot: int) -> torch.Tensor:
+        """Mimi codes ``[F, 8]`` of a 24 kHz mono signal (zero-padded to whole frames),
+        from a fresh Mimi state of ``slot`` (a slot not in conversation: its state is reset)."""
+        n = -(-mono.shape[0] // self.frame_size)
+        if n < 2:
+            raise ValueError("a voice prompt needs at least 2 frames (160 ms) of audio")
+        padded = np.zeros(n * self.frame_size, dtype=np.float32)
+        padded[: mono.shape[0]] = mono
+        out = []
+        with self._lock, self._ctx():
+            self._use_mimi(slot)
+            self.mimi.reset_streaming()
+            for i in range(n):
+                chunk = torch.from_numpy(padded[i * self.frame_size:(i + 1) * self.frame_size])
+                out.append(self.mimi.encode(chunk.to(self.device).view(1, 1, -1))[0, :, 0].cpu())
+            self.mimi.reset_streaming()
+        voice = torch.stack(out)
+        return voice.long()
+
+
+# ---------------------------------------------------------------- helpers
+
+def _columns(frames: PromptFrames, n: int, initial_text: int, initial_audio: int) -> torch.Tensor:
+    from .prompt import fork_columns
+
+    return fork_columns(frames, n, initial_text, initial_audio)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EngineLoadError(
+            f"device {name} requested but CUDA is not available (no NVIDIA driver, or a CPU "
+            "build of torch): install the driver / CUDA torch, or set device=cpu"
+        )
+    return dev
+
+
+def gpu_spec(device: torch.device) -> GpuSpec:
+    props = torch.cuda.get_device_properties(device)
+    return GpuSpec(props.name, int(props.total_memory), (props.major, props.minor))
+
+
+def model_spec(files: ModelFiles) -> ModelSpec:
+    """Count parameters of the dep_q=8 model on the meta device (no memory, ~seconds)."""
+    from moshi.models import loaders
+    from moshi.models.lm import LMModel
+    from torch import nn
+
+    kwargs = dict(files.lm_kwargs)
+    kwargs["dep_q"] = C.AGENT_DEP_Q
+    kwargs.pop("quantize", None)
+    kwargs.pop("depformer_causal", None)
+    lm = LMModel(device="meta", dtype=torch.bfloat16, **kwargs)
+    linears = [m for m in lm.modules() if isinstance(m, nn.Linear)]
+    lin = sum(m.weight.numel() for m in linears)
+    total = sum(p.numel() for p in lm.parameters())
+    dim = int(kwargs["dim"])
+    context = int(kwargs.get("context") or 3000)
+    dep_dim = int(kwargs.get("depformer_dim", 0))
+    kv = int(kwargs["num_layers"]) * 2 * context * dim
+    kv += int(kwargs.get("depformer_num_layers", 0)) * 2 * C.AGENT_DEP_Q * dep_dim
+    mimi = loaders.get_mimi(None, files.mimi_config, device="meta")
+    mimi_n = sum(p.numel() for p in mimi.parameters()) + sum(b.numel() for b in mimi.buffers())
+    return ModelSpec(
+        linear_params=lin, other_params=total - lin, kv_elements_per_session=kv,
+        mimi_bytes=4 * mimi_n, context=context,
+        linear_out_features=sum(m.weight.shape[0] for m in linears),
+    )
+
+
+def _cuda_graphs_env_ok() -> bool:
+    return os.environ.get("NO_CUDA_GRAPH", "").lower() in {"", "0", "no", "n"}
+
+
+def _require_bitsandbytes(method: str) -> None:
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as exc:
+        raise EngineLoadError(
+            f"quantize={method} needs bitsandbytes (pip install bitsandbytes): {exc}"
+        ) from None
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("moshi", "torch", "bitsandbytes", "sentencepiece", "sphn"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
