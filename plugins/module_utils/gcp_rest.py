@@ -106,6 +106,19 @@ class GcpOperationError(Exception):
         super().__init__(f"Operation {operation.get('operationType')} on {operation.get('targetLink')} failed: {text}.{hint}")
 
 
+def _transport_error(method: str, url: str, exc: Exception) -> Exception:
+    """Turn google-auth and connection errors into RuntimeError with what to do."""
+    module = type(exc).__module__
+    if module.startswith("google.auth") or module.startswith("google.oauth2"):
+        return RuntimeError(
+            f"{method} {url}: the credentials could not be used ({exc}). Run 'gcloud auth application-default login' "
+            "again, or point GCP_SERVICE_ACCOUNT_FILE at a valid service-account key file, then rerun."
+        )
+    if module.startswith("requests") or isinstance(exc, OSError):
+        return RuntimeError(f"{method} {url}: cannot reach Google Cloud ({exc}). Check the network/proxy of the control node and rerun.")
+    return exc
+
+
 def transport_adapter() -> Any:
     """The requests transport adapter mounted for https:// (tests replace this function)."""
     import requests.adapters
@@ -151,12 +164,12 @@ class GcpClient:
     """JSON over HTTPS with retries on 429/5xx and Compute operation polling."""
 
     def __init__(self, session: Any, timeout: int = 60, max_retries: int = 4,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+                 sleep: Callable[[float], None] | None = None, clock: Callable[[], float] | None = None) -> None:
         self.session = session
         self.timeout = timeout
         self.max_retries = max_retries
-        self.sleep = sleep
-        self.clock = clock
+        self.sleep = sleep or (lambda seconds: time.sleep(seconds))
+        self.clock = clock or (lambda: time.monotonic())
         self.calls: list[tuple[str, str]] = []
 
     def request(self, method: str, url: str, body: Any = None, params: dict[str, Any] | None = None,
@@ -164,7 +177,10 @@ class GcpClient:
         attempt = 0
         while True:
             self.calls.append((method, url))
-            resp = self.session.request(method, url, json=body, params=params, timeout=self.timeout)
+            try:
+                resp = self.session.request(method, url, json=body, params=params, timeout=self.timeout)
+            except Exception as exc:
+                raise _transport_error(method, url, exc) from exc
             if resp.status_code in RETRY_STATUSES and attempt < self.max_retries:
                 attempt += 1
                 self.sleep(min(2 ** attempt, 30))

@@ -145,7 +145,7 @@ def apply_binding(policy: dict[str, Any], role: str, members: list[str], state: 
     return new_policy, True, before, after
 
 
-def run(module: AnsibleModule, client: GcpClient, sleep: Any = time.sleep) -> dict[str, Any]:
+def run(module: AnsibleModule, client: GcpClient) -> dict[str, Any]:
     p = module.params
     for attempt in range(1, p["max_retries"] + 2):
         policy = read_policy(client, p["resource_type"], p["resource"])
@@ -161,7 +161,7 @@ def run(module: AnsibleModule, client: GcpClient, sleep: Any = time.sleep) -> di
         except GcpApiError as exc:
             if exc.status not in CONFLICT_STATUSES or attempt > p["max_retries"]:
                 raise
-            sleep(min(0.5 * 2 ** attempt, 10))
+            time.sleep(min(0.5 * 2 ** attempt, 10))
     raise RuntimeError("unreachable")  # pragma: no cover
 
 

@@ -1,0 +1,215 @@
+"""Offline validation: bad input fails before any API call, naming the setting and accepted values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from ansible.module_utils.gcp_settings import IAP_SSH_RANGE, SettingsError, build_spec, check_bucket_name
+
+import gcp_deployment_plan
+from conftest import AUTH
+
+
+def problems(settings: dict[str, Any], tables: dict[str, Any]) -> list[str]:
+    with pytest.raises(SettingsError) as info:
+        build_spec(settings, tables["profiles"], tables["images"])
+    return info.value.problems
+
+
+def resource(spec: dict[str, Any], kind: str, name: str | None = None) -> dict[str, Any]:
+    return next(r for r in spec["resources"] if r["type"] == kind and (name is None or r["name"] == name))
+
+
+def test_default_profile_is_t4_on_n1_with_one_gpu_and_terminate(settings, tables):
+    spec = build_spec(settings, tables["profiles"], tables["images"])
+    vm = resource(spec, "compute.instance")["fields"]
+    assert vm["machine_type"] == "n1-standard-4"
+    assert vm["guest_accelerators"] == [{"accelerator_type": "nvidia-tesla-t4", "accelerator_count": 1}]
+    assert vm["scheduling"] == {"on_host_maintenance": "TERMINATE", "automatic_restart": True, "preemptible": False}
+    assert vm["boot_disk"]["source_image"] == "projects/debian-cloud/global/images/family/debian-12"
+    assert vm["metadata"]["enable-oslogin"] == "TRUE"
+    assert vm["labels"]["deployment"] == "personaplex"
+    assert "personaplex-voice" in vm["tags"]
+
+
+def test_l4_and_a100_use_machine_types_with_builtin_gpus(settings, tables):
+    for profile, machine, gpu in (("l4", "g2-standard-4", "nvidia-l4"), ("a100", "a2-highgpu-1g", "nvidia-tesla-a100")):
+        spec = build_spec(dict(settings, profile=profile), tables["profiles"], tables["images"])
+        vm = resource(spec, "compute.instance")["fields"]
+        assert vm["machine_type"] == machine
+        assert vm["guest_accelerators"] == []
+        assert vm["accelerators_builtin"][0]["accelerator_type"] == gpu
+
+
+def test_firewall_rules_are_limited_to_the_given_cidrs(settings, tables):
+    spec = build_spec(settings, tables["profiles"], tables["images"])
+    voice = resource(spec, "compute.firewall", "personaplex-allow-voice")["fields"]
+    ssh = resource(spec, "compute.firewall", "personaplex-allow-ssh")["fields"]
+    assert voice["source_ranges"] == ["198.51.100.0/24"]
+    assert voice["allowed"] == [{"ip_protocol": "tcp", "ports": ["8998"]}]
+    assert ssh["source_ranges"] == ["203.0.113.7/32"]
+    assert ssh["allowed"] == [{"ip_protocol": "tcp", "ports": ["22"]}]
+    assert voice["target_tags"] == ["personaplex-voice"]
+
+
+def test_iap_adds_googles_range_to_ssh_only(settings, tables):
+    spec = build_spec(dict(settings, ssh_access="iap", admin_cidrs=[]), tables["profiles"], tables["images"])
+    assert resource(spec, "compute.firewall", "personaplex-allow-ssh")["fields"]["source_ranges"] == [IAP_SSH_RANGE]
+    assert IAP_SSH_RANGE not in resource(spec, "compute.firewall", "personaplex-allow-voice")["fields"]["source_ranges"]
+    assert "iap.googleapis.com" in spec["apis"]
+
+
+def test_least_privilege_bindings(settings, tables):
+    spec = build_spec(settings, tables["profiles"], tables["images"])
+    bindings = [r["fields"] for r in spec["resources"] if r["type"] == "iam.binding"]
+    member = "serviceAccount:personaplex-vm@my-voice-project.iam.gserviceaccount.com"
+    assert {(b["resource_type"], b["role"]) for b in bindings} == {
+        ("project", "roles/logging.logWriter"),
+        ("project", "roles/monitoring.metricWriter"),
+        ("bucket", "roles/storage.objectUser"),
+    }
+    assert all(b["members"] == [member] for b in bindings)
+    bucket_binding = next(b for b in bindings if b["resource_type"] == "bucket")
+    assert bucket_binding["resource"] == settings["bucket_name"]
+    bucket = resource(spec, "storage.bucket")["fields"]
+    assert bucket["uniform_bucket_level_access"] is True
+    assert bucket["public_access_prevention"] == "enforced"
+    assert bucket["location"] == "US-CENTRAL1"
+
+
+def test_unknown_profile_names_the_setting_and_choices(settings, tables):
+    found = problems(dict(settings, profile="h100"), tables)
+    assert any(p.startswith("gcp_profile: 'h100'") and "a100, l4, t4" in p for p in found)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("10.0.0.1/24", "did you mean 10.0.0.0/24"),
+        ("300.1.2.3/32", "not a valid IPv4 CIDR"),
+        ("203.0.113.0/33", "not a valid IPv4 CIDR"),
+        ("my-laptop", "not a valid IPv4 CIDR"),
+        ("2001:db8::/32", "IPv6"),
+    ],
+)
+def test_malformed_cidr(settings, tables, value, expected):
+    found = problems(dict(settings, client_cidrs=[value]), tables)
+    assert any(p.startswith("gcp_client_cidrs:") and expected in p for p in found), found
+
+
+def test_world_open_port_needs_explicit_setting_then_warns(settings, tables):
+    found = problems(dict(settings, client_cidrs=["0.0.0.0/0"]), tables)
+    assert any("gcp_allow_world_access: true" in p for p in found)
+    spec = build_spec(dict(settings, client_cidrs=["0.0.0.0/0"], allow_world_access=True), tables["profiles"], tables["images"])
+    assert resource(spec, "compute.firewall", "personaplex-allow-voice")["fields"]["source_ranges"] == ["0.0.0.0/0"]
+    assert any("whole Internet" in w for w in spec["warnings"])
+
+
+def test_missing_cidrs_are_reported(settings, tables):
+    found = problems(dict(settings, admin_cidrs=[], client_cidrs=[]), tables)
+    assert any(p.startswith("gcp_admin_cidrs:") for p in found)
+    assert any(p.startswith("gcp_client_cidrs:") for p in found)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["ab", "My-Bucket", "weights.example.com", "goog-weights", "my-google-weights", "my-g00gle-weights",
+     "-weights", "weights-", "192.168.5.4", "a" * 64, "weights bucket"],
+)
+def test_bad_bucket_names(settings, tables, name):
+    found = problems(dict(settings, bucket_name=name), tables)
+    assert any(p.startswith("gcp_bucket_name:") and "Accepted: 3-63 characters" in p for p in found), found
+
+
+@pytest.mark.parametrize("name", ["abc", "my-voice-project-personaplex-weights", "w_1-2"])
+def test_good_bucket_names(name):
+    assert check_bucket_name(name) == []
+
+
+def test_zone_without_the_gpu(settings, tables):
+    # europe-west1-b has T4s but no A100 (A100 zones in Europe: europe-west4-a/b).
+    found = problems(dict(settings, profile="a100", zone="europe-west1-b"), tables)
+    msg = next(p for p in found if p.startswith("gcp_zone:"))
+    assert "nvidia-tesla-a100" in msg and "europe-west4-a" in msg and "gcp_accept_unlisted_zone" in msg
+
+
+def test_unlisted_zone_can_be_accepted_with_a_warning(settings, tables):
+    spec = build_spec(dict(settings, profile="a100", zone="europe-west1-b", accept_unlisted_zone=True), tables["profiles"], tables["images"])
+    assert any("zone table" in w for w in spec["warnings"])
+
+
+def test_zone_region_and_disk_errors(settings, tables):
+    found = problems(dict(settings, zone="us-central1", region="europe-west4", disk_size_gb=20, disk_type="pd-standard", profile="l4"), tables)
+    assert any(p.startswith("gcp_zone:") for p in found)
+    found = problems(dict(settings, region="europe-west4"), tables)
+    assert any(p.startswith("gcp_region:") and "'us-central1'" in p for p in found)
+    found = problems(dict(settings, disk_size_gb=20), tables)
+    assert any(p.startswith("gcp_disk_size_gb:") and "at least 64" in p for p in found)
+    found = problems(dict(settings, profile="l4", disk_type="pd-standard"), tables)
+    assert any(p.startswith("gcp_disk_type:") and "pd-balanced, pd-ssd" in p for p in found)
+
+
+def test_dlvm_image_and_custom_image(settings, tables):
+    spec = build_spec(dict(settings, image="dlvm"), tables["profiles"], tables["images"])
+    assert resource(spec, "compute.instance")["fields"]["boot_disk"]["source_image"].startswith("projects/deeplearning-platform-release/")
+    found = problems(dict(settings, image="custom"), tables)
+    assert any(p.startswith("gcp_image:") and "gcp_image_project" in p for p in found)
+    found = problems(dict(settings, image="windows"), tables)
+    assert any(p.startswith("gcp_image:") and "debian-12" in p for p in found)
+
+
+def test_every_problem_is_reported_at_once(settings, tables):
+    found = problems(dict(settings, project="", profile="x", client_cidrs=["bad"], bucket_name="Bad"), tables)
+    assert {p.split(":")[0] for p in found} >= {"gcp_project", "gcp_profile", "gcp_client_cidrs", "gcp_bucket_name"}
+
+
+def test_spot_sets_preemptible_and_no_automatic_restart(settings, tables):
+    spec = build_spec(dict(settings, spot=True), tables["profiles"], tables["images"])
+    sched = resource(spec, "compute.instance")["fields"]["scheduling"]
+    assert sched == {"on_host_maintenance": "TERMINATE", "automatic_restart": False, "preemptible": True}
+
+
+def test_plan_module_fails_on_bad_input_without_any_http_call(settings, tables, transport, run_module):
+    args = dict(settings=dict(settings, profile="h100", client_cidrs=["10.0.0.1/24"]), read_state="always", **tables, **AUTH)
+    args.pop("project")
+    result = run_module(gcp_deployment_plan, args)
+    assert result.failed
+    assert "gcp_profile" in result["msg"] and "gcp_client_cidrs" in result["msg"]
+    assert transport.calls == []
+
+
+def test_plan_module_reads_state_with_get_calls_only(settings, tables, transport, run_module):
+    # Nothing exists yet except the default APIs: every resource is to be created.
+    transport.add("GET", r"serviceusage.googleapis.com/v1/projects/my-voice-project/services/", body={"state": "ENABLED"})
+    transport.add("POST", r":getIamPolicy$", body={"version": 1, "etag": "BwXhqDk=", "bindings": []})
+    transport.add("GET", r".*", status=404, body={"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}})
+    args = dict(settings=settings, read_state="always", **tables, **AUTH)
+    args.pop("project")
+    result = run_module(gcp_deployment_plan, args)
+    assert not result.failed, result
+    plan = result["plan"]
+    actions = {(r["type"], r["name"]): r["action"] for r in plan["resources"]}
+    assert actions[("compute.instance", "personaplex-vm")] == "create"
+    assert actions[("serviceusage.service", "compute.googleapis.com")] == "unchanged"
+    assert actions[("iam.binding", "projects/my-voice-project roles/logging.logWriter")] == "update"
+    assert transport.writes() == []
+    assert plan["write_api_calls"] == 0 and plan["read_api_calls"] == len(transport.calls)
+
+
+def test_plan_module_reports_profile_change_of_existing_vm(settings, tables, transport, run_module):
+    vm = {"name": "personaplex-vm", "status": "RUNNING",
+          "machineType": "https://www.googleapis.com/compute/v1/projects/my-voice-project/zones/us-central1-a/machineTypes/n1-standard-4",
+          "guestAccelerators": [{"acceleratorType": "projects/my-voice-project/zones/us-central1-a/acceleratorTypes/nvidia-tesla-t4",
+                                 "acceleratorCount": 1}],
+          "scheduling": {"onHostMaintenance": "TERMINATE"},
+          "labels": {"app": "personaplex", "deployment": "personaplex", "managed-by": "ansible"}}
+    transport.add("GET", r"/instances/personaplex-vm$", body=vm)
+    transport.add("GET", r".*", status=404, body={"error": {"code": 404, "message": "not found"}})
+    transport.add("POST", r":getIamPolicy$", body={"etag": "x", "bindings": []})
+    args = dict(settings=dict(settings, profile="l4"), read_state="always", **tables, **AUTH)
+    args.pop("project")
+    plan = run_module(gcp_deployment_plan, args)["plan"]
+    vm_plan = next(r for r in plan["resources"] if r["type"] == "compute.instance")
+    assert vm_plan["action"] == "update"
+    assert any("n1-standard-4 -> g2-standard-4" in c for c in vm_plan["changes"])
