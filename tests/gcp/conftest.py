@@ -105,7 +105,11 @@ class FakeTransport(requests.adapters.BaseAdapter):
                             "times": times, "handler": handler})
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # noqa: ARG002
-        body = json.loads(request.body) if request.body else None
+        raw = request.body.decode() if isinstance(request.body, bytes) else request.body
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw  # form-encoded (the OAuth token exchange)
         self.calls.append({"method": request.method, "url": request.url, "body": body,
                            "auth": request.headers.get("Authorization", "")})
         for route in self.routes:

@@ -1,0 +1,91 @@
+"""The playbooks themselves, run with the project's ansible-playbook, no credentials and no network.
+
+plan.yml must print and write the whole plan without any API call; provision.yml and
+preflight.yml must stop at the offline validation on bad input, before any API call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
+PLAYBOOKS = ["preflight.yml", "provision.yml", "plan.yml", "power.yml", "teardown.yml"]
+
+
+@pytest.fixture
+def inventory(tmp_path: Path) -> Path:
+    """A localhost inventory next to the project's real group_vars (so gcp.yml is loaded as in use)."""
+    (tmp_path / "group_vars").symlink_to(REPO / "inventory" / "group_vars")
+    hosts = tmp_path / "hosts.yml"
+    hosts.write_text("all:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
+                     "      ansible_python_interpreter: \"{{ ansible_playbook_python }}\"\n")
+    return hosts
+
+
+def run_playbook(playbook: str, inventory: Path, home: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GCP_", "GOOGLE_", "CLOUDSDK_", "HF_", "ANSIBLE_"))}
+    env.update(HOME=str(home), ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_LOCAL_TEMP=str(home / "tmp"), ANSIBLE_REMOTE_TEMP=str(home / "tmp"),
+               GCE_METADATA_HOST="127.0.0.1:9", GCE_METADATA_IP="127.0.0.1:9")
+    cmd = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(REPO / "playbooks" / playbook), *extra]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+CIDRS = ["-e", json.dumps({"gcp_project": "my-voice-project", "gcp_admin_cidrs": ["203.0.113.7/32"],
+                           "gcp_client_cidrs": ["198.51.100.0/24", "192.0.2.10/32"]})]
+
+
+def test_plan_without_credentials_writes_the_default_plan(inventory, tmp_path):
+    out = tmp_path / "plan.json"
+    proc = run_playbook("plan.yml", inventory, tmp_path, *CIDRS, "-e", f"gcp_plan_output={out}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    plan = json.loads(out.read_text())
+    vm = next(r for r in plan["resources"] if r["type"] == "compute.instance")["fields"]
+    assert vm["machine_type"] == "n1-standard-4"
+    assert vm["guest_accelerators"] == [{"accelerator_type": "nvidia-tesla-t4", "accelerator_count": 1}]
+    assert vm["scheduling"]["on_host_maintenance"] == "TERMINATE"
+    voice = next(r for r in plan["resources"] if r["name"] == "personaplex-allow-voice")["fields"]
+    assert voice["allowed"] == [{"ip_protocol": "tcp", "ports": ["8998"]}]
+    assert voice["source_ranges"] == ["192.0.2.10/32", "198.51.100.0/24"]
+    assert plan["cost"]["running_per_hour"] > 0.5 and plan["cost"]["per_month_24h"] > 300
+    assert plan["cost"]["credit_days_24h"] > 0 and plan["cost"]["credit_days_8h_per_day"] > plan["cost"]["credit_days_24h"]
+    assert set(plan["cost"]["profiles"]) == {"t4", "l4", "a100"}
+    assert plan["write_api_calls"] == 0 and plan["read_api_calls"] == 0
+    assert plan["state"].startswith("not read: No Application Default Credentials")
+    assert "n1-standard-4 + 1 x nvidia-tesla-t4" in proc.stdout
+    assert "Voice (8998) from 192.0.2.10/32, 198.51.100.0/24" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"gcp_profile": "v100"}, "gcp_profile: 'v100' is not a known profile. Accepted: a100, l4, t4."),
+        ({"gcp_client_cidrs": ["10.0.0.1/24"]}, "did you mean 10.0.0.0/24?"),
+        ({"gcp_bucket_name": "Google-Weights"}, "gcp_bucket_name: 'Google-Weights'"),
+        ({"gcp_profile": "l4", "gcp_zone": "us-central1-f"}, "gcp_zone: 'us-central1-f' has no nvidia-l4 GPU"),
+    ],
+)
+@pytest.mark.parametrize("playbook", ["provision.yml", "preflight.yml"])
+def test_bad_input_stops_before_any_api_call(inventory, tmp_path, playbook, extra, expected):
+    settings = {"gcp_project": "my-voice-project", "gcp_admin_cidrs": ["203.0.113.7/32"], "gcp_client_cidrs": ["198.51.100.0/24"]}
+    settings.update(extra)
+    proc = run_playbook(playbook, inventory, tmp_path, "-e", json.dumps(settings))
+    assert proc.returncode != 0
+    assert expected in proc.stdout, proc.stdout
+    failed_task = proc.stdout.split("fatal:")[0].rsplit("TASK [", 1)[-1]
+    assert failed_task.startswith("gcp_infra : Validate the settings and compute every resource (no write call)"), failed_task
+    assert "Enable the Google APIs" not in proc.stdout
+
+
+@pytest.mark.parametrize("playbook", PLAYBOOKS)
+def test_syntax_check(inventory, tmp_path, playbook):
+    proc = run_playbook(playbook, inventory, tmp_path, "--syntax-check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
