@@ -36,6 +36,8 @@ def uvicorn_kwargs(settings: Settings) -> dict[str, object]:
         # The protocol layer's own limit stays above ours, so oversized messages get a
         # readable 0x05 error from the app instead of a bare close.
         "ws_max_size": max(4 * settings.max_message_bytes, 1 << 20),
+        # Opus does not compress: per-message deflate would only burn CPU.
+        "ws_per_message_deflate": False,
         "log_config": None,
         "lifespan": "on",
         "server_header": False,

@@ -32,7 +32,7 @@ class NullEngineConfig:
     prompt_seconds: float = 0.0
     step_seconds: float = 0.0
     text_every: int = 5
-    max_sessions: int = 1
+    max_sessions: int = 64  # reported as "capacity"; the server takes the smaller limit
 
 
 @dataclass

@@ -149,16 +149,21 @@ class ChatSession:
         self._framer = Framer(engine.frame_size)
         self._started = False  # handshake sent: audio from now on is conversation input
         self._opened: list[EngineSessionLike] = []
+        self._last_rx = time.monotonic()
 
     # -- lifecycle --------------------------------------------------------------------
-    async def run(self) -> str:
-        """Run until the conversation ends; returns the end reason (for logs/metrics)."""
+    async def run(self, on_end: Callable[[], None] | None = None) -> str:
+        """Run until the conversation ends; returns the end reason (for logs/metrics).
+
+        ``on_end`` runs as soon as the conversation is over, before the goodbye messages
+        and the close handshake, so that a capacity slot is free at once."""
         ended: BaseException | None = None
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._receive_loop(), name="receive")
                 tg.create_task(self._model_loop(), name="model")
                 tg.create_task(self._emit_loop(), name="emit")
+                tg.create_task(self._watchdog_loop(), name="watchdog")
         except BaseExceptionGroup as group:
             ended = _primary(group)
         except (Exception, asyncio.CancelledError) as exc:  # pragma: no cover - defensive
@@ -166,16 +171,19 @@ class ChatSession:
         finally:
             # Runs after any step already queued on the worker: the slot is freed there.
             self.worker.submit(self._close_engine_sessions)
+            if on_end is not None:
+                on_end()
         if ended is None:  # pragma: no cover - the loops only end by raising
             ended = ClientDisconnected()
         outcome = to_client(ended)
         if outcome.reason == "internal_error":
             log.error("session %s failed", self.peer, exc_info=ended)
-        if outcome.message is not None and not isinstance(ended, ClientDisconnected):
+        if not isinstance(ended, ClientDisconnected):  # nobody to talk to otherwise
             if isinstance(ended, ContextExhausted):
                 await self._flush_outbox()
-            await self._send_quietly(protocol.error(outcome.message))
-        await close_quietly(self.ws, outcome.close_code, outcome.reason)
+            if outcome.message is not None:
+                await self._send_quietly(protocol.error(outcome.message))
+            await close_quietly(self.ws, outcome.close_code, outcome.reason)
         self.stats.ended = outcome.reason
         return outcome.reason
 
@@ -189,13 +197,8 @@ class ChatSession:
 
     # -- loops --------------------------------------------------------------------------
     async def _receive(self) -> bytes:
-        timeout = self.limits.idle_timeout_s if self._started else None
         try:
-            message = await asyncio.wait_for(self.ws.receive(), timeout)
-        except TimeoutError:
-            raise IdleTimeout(
-                f"no data from the client for {self.limits.idle_timeout_s:g} s; closing"
-            ) from None
+            message = await self.ws.receive()
         except (WebSocketDisconnect, RuntimeError, OSError):
             raise ClientDisconnected() from None
         if message["type"] == "websocket.disconnect":
@@ -209,6 +212,7 @@ class ChatSession:
                 f"{self.limits.max_message_bytes} bytes"
             )
         assert isinstance(data, bytes)
+        self._last_rx = time.monotonic()
         return data
 
     async def _receive_loop(self) -> None:
@@ -260,6 +264,7 @@ class ChatSession:
         self.stats.prompt_s = time.perf_counter() - t0
         self.metrics.prompt_seconds.observe(self.stats.prompt_s)
         self._started = True
+        self._last_rx = time.monotonic()
         self._post(protocol.HANDSHAKE)
         while True:
             if session.frames_left <= 0:
@@ -279,6 +284,14 @@ class ChatSession:
             if out.text:
                 self._post(protocol.text(out.text))
                 self.stats.text_out += 1
+
+    async def _watchdog_loop(self) -> None:
+        """Ends the conversation when a started client sends nothing for idle_timeout_s."""
+        idle = self.limits.idle_timeout_s
+        while True:
+            await asyncio.sleep(max(0.05, idle / 4))
+            if self._started and time.monotonic() - self._last_rx > idle:
+                raise IdleTimeout(f"no data from the client for {idle:g} s; closing")
 
     async def _emit_loop(self) -> None:
         while True:

@@ -58,6 +58,16 @@ async def chat(ws: WebSocket) -> None:
         len(params.text_prompt),
         params.seed,
     )
+    released = False
+
+    def release() -> None:
+        # The slot is free as soon as the conversation is over (disconnects included).
+        nonlocal released
+        if not released:
+            released = True
+            state.capacity.release()
+            metrics.sessions_active.set(state.capacity.active)
+
     session: ChatSession | None = None
     reason = "internal_error"
     try:
@@ -84,14 +94,12 @@ async def chat(ws: WebSocket) -> None:
             ),
             peer,
         )
-        reason = await session.run()
+        reason = await session.run(on_end=release)
     except Exception:
         log.exception("session %s could not start", peer)
         await close_quietly(ws, protocol.CloseCode.INTERNAL_ERROR, reason)
     finally:
-        # The slot is free as soon as the conversation is over (disconnects included).
-        state.capacity.release()
-        metrics.sessions_active.set(state.capacity.active)
+        release()
     metrics.sessions_ended.labels(reason).inc()
     stats = session.stats if session is not None else None
     log.info(

@@ -1,0 +1,83 @@
+"""Test helpers: a live uvicorn server on a loopback port and Opus test audio."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import numpy as np
+import uvicorn
+from fastapi import FastAPI
+
+from personaplex_server.audio import FRAME_SIZE, SAMPLE_RATE, OpusEncoder
+from personaplex_server.cli import uvicorn_kwargs
+from personaplex_server.config import Settings
+
+
+class LiveServer:
+    """Runs an app under uvicorn in a background thread on a free loopback port."""
+
+    def __init__(self, app: FastAPI, settings: Settings, **overrides: Any) -> None:
+        self.app = app
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port: int = self.sock.getsockname()[1]
+        kwargs = uvicorn_kwargs(settings)
+        kwargs.update(host="127.0.0.1", port=self.port, log_level="warning")
+        kwargs.update(overrides)
+        self.server = uvicorn.Server(uvicorn.Config(app, **kwargs))  # type: ignore[arg-type]
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        scheme = "https" if settings.tls else "http"
+        self.base = f"{scheme}://127.0.0.1:{self.port}"
+        self.ws_base = self.base.replace("http", "ws", 1)
+
+    def _run(self) -> None:
+        asyncio.run(self.server.serve(sockets=[self.sock]))
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(20)
+        self.sock.close()
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        req = urllib.request.Request(self.base + path, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, body = self.get("/readyz")
+            if status == 200:
+                return
+            if b"failed" in body:
+                raise RuntimeError(f"engine failed to load: {body.decode()}")
+            time.sleep(0.02)
+        raise TimeoutError("server not ready")
+
+
+def opus_frames(seconds: float, freq: float = 220.0) -> list[bytes]:
+    """An Ogg/Opus stream of a tone, one page per 80 ms frame (what clients send)."""
+    n = round(seconds * SAMPLE_RATE / FRAME_SIZE)
+    t = np.arange(n * FRAME_SIZE) / SAMPLE_RATE
+    pcm = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    enc = OpusEncoder()
+    return [enc.encode(pcm[i * FRAME_SIZE : (i + 1) * FRAME_SIZE]) for i in range(n)]
