@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Cost estimate from the dated price table (roles/gcp_infra/vars/prices.yml). Pure Python."""
 

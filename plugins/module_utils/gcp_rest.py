@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """A small Google Cloud REST client for the project's own modules (google-auth + requests).
 
@@ -10,7 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 COMPUTE = "https://compute.googleapis.com/compute/v1"
 STORAGE = "https://storage.googleapis.com/storage/v1"
@@ -59,7 +59,7 @@ class GcpApiError(Exception):
 
     @property
     def is_quota(self) -> bool:
-        text = " ".join(self.reasons + [self.grpc_status]).lower()
+        text = " ".join([*self.reasons, self.grpc_status]).lower()
         return self.status == 429 or "quota" in text or "ratelimitexceeded" in text or "resource_exhausted" in text
 
     def hint(self) -> str:
@@ -145,7 +145,10 @@ def load_credentials(auth_kind: str, service_account_file: str | None, access_to
         try:
             return google.oauth2.service_account.Credentials.from_service_account_file(service_account_file, scopes=scopes)
         except (OSError, ValueError) as exc:
-            raise RuntimeError(f"Cannot read the service-account key file {service_account_file}: {exc}. Download a JSON key for the account and point GCP_SERVICE_ACCOUNT_FILE at it.") from exc
+            raise RuntimeError(
+                f"Cannot read the service-account key file {service_account_file}: {exc}. "
+                "Download a JSON key for the account and point GCP_SERVICE_ACCOUNT_FILE at it."
+            ) from exc
     if auth_kind == "machineaccount":
         import google.auth.compute_engine
 
@@ -225,7 +228,8 @@ def client_from_params(params: dict[str, Any]) -> GcpClient:
     import requests
     from google.auth.transport.requests import AuthorizedSession, Request
 
-    creds = load_credentials(params["auth_kind"], params.get("service_account_file"), params.get("access_token"), params.get("scopes") or [CLOUD_PLATFORM_SCOPE])
+    scopes = params.get("scopes") or [CLOUD_PLATFORM_SCOPE]
+    creds = load_credentials(params["auth_kind"], params.get("service_account_file"), params.get("access_token"), scopes)
     token_session = requests.Session()
     token_session.mount("https://", transport_adapter())
     session = AuthorizedSession(creds, auth_request=Request(session=token_session))

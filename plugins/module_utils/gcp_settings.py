@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Offline validation of the GCP settings and the desired-state spec built from them.
 
@@ -179,7 +178,7 @@ def validate(settings: dict[str, Any], profiles: dict[str, Any], images: dict[st
             problems.append("gcp_image: 'custom' needs gcp_image_project and gcp_image_family (e.g. my-project / my-family).")
         image = {"project": image_project, "family": image_family, "min_disk_gb": 10, "os_family": "custom"}
     elif image is None:
-        problems.append(f"gcp_image: {image_key!r} is not a known image. Accepted: {_choices(list(images) + ['custom'])}.")
+        problems.append(f"gcp_image: {image_key!r} is not a known image. Accepted: {_choices([*images, 'custom'])}.")
 
     disk_type = s.get("disk_type")
     allowed_disks = list(profile.get("disk_types", DISK_TYPE_CHOICES)) if profile else list(DISK_TYPE_CHOICES)

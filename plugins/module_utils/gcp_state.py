@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Read-only comparison of the desired spec with what exists (GET calls only), for plan mode."""
 
@@ -16,7 +15,8 @@ def _basename(link: Any) -> str:
 def _accelerators(items: Any) -> list[tuple[str, int]]:
     out = []
     for item in items or []:
-        out.append((_basename(item.get("acceleratorType") or item.get("accelerator_type")), int(item.get("acceleratorCount") or item.get("accelerator_count") or 0)))
+        kind = _basename(item.get("acceleratorType") or item.get("accelerator_type"))
+        out.append((kind, int(item.get("acceleratorCount") or item.get("accelerator_count") or 0)))
     return sorted(out)
 
 

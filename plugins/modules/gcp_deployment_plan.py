@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ansible module: validate the GCP settings and return the plan (resources + cost). Never writes."""
 
@@ -121,7 +120,7 @@ def make_plan(params: dict[str, Any], client_factory: Any = client_from_params) 
                 raise
             state_note = f"not read: {exc}"
     resources = []
-    for resource, action in zip(spec["resources"], actions):
+    for resource, action in zip(spec["resources"], actions, strict=True):
         resources.append(dict(resource, **action))
     return {
         "project": spec["project"],

@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ansible module: read-only preflight of project, zone, GPU type and GPU quota."""
 
@@ -177,7 +176,8 @@ def run(module_params: dict[str, Any], client: GcpClient) -> dict[str, Any]:
             metric = p["preemptible_quota_metric"]
     q = find_quota(regional, metric)
     if q is None:
-        add("regional_gpu_quota", False, f"Region {region} reports no quota '{metric}': the GPU is not offered there. {quota_steps(project, metric, region, needed or 1)}")
+        add("regional_gpu_quota", False,
+            f"Region {region} reports no quota '{metric}': the GPU is not offered there. {quota_steps(project, metric, region, needed or 1)}")
     else:
         free = float(q.get("limit", 0)) - float(q.get("usage", 0))
         quota_info["regional"] = {"metric": metric, "limit": q.get("limit"), "usage": q.get("usage"), "free": free}

@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ansible module: add or remove members of one IAM role binding on a project or a bucket."""
 
@@ -128,10 +127,7 @@ def apply_binding(policy: dict[str, Any], role: str, members: list[str], state: 
     bindings = [dict(b) for b in policy.get("bindings") or []]
     target = next((b for b in bindings if b.get("role") == role and not b.get("condition")), None)
     before = sorted(target.get("members") or []) if target else []
-    if state == "present":
-        after = sorted(set(before) | set(members))
-    else:
-        after = sorted(set(before) - set(members))
+    after = sorted(set(before) | set(members)) if state == "present" else sorted(set(before) - set(members))
     if after == before:
         return policy, False, before, after
     if target is None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import requests
@@ -104,7 +105,7 @@ class FakeTransport(requests.adapters.BaseAdapter):
         self.routes.append({"method": method, "re": re.compile(pattern), "status": status, "body": body,
                             "times": times, "handler": handler})
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # noqa: ARG002
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         raw = request.body.decode() if isinstance(request.body, bytes) else request.body
         try:
             body = json.loads(raw) if raw else None

@@ -76,7 +76,8 @@ def test_zone_without_the_gpu(transport, run_module):
 
 
 def test_unknown_project(transport, run_module):
-    transport.add("GET", BASE + r"$", status=404, body=google_error(404, "NOT_FOUND", "The resource 'projects/my-voice-project' was not found", reason="notFound"))
+    transport.add("GET", BASE + r"$", status=404,
+                  body=google_error(404, "NOT_FOUND", "The resource 'projects/my-voice-project' was not found", reason="notFound"))
     result = run_module(gcp_gpu_capacity, ARGS)
     assert result.failed and "was not found by the Compute Engine API" in result["msg"]
 
@@ -89,7 +90,8 @@ def test_refused_credentials_401(transport, run_module):
 
 
 def test_rate_limit_429_is_retried(transport, run_module):
-    transport.add("GET", BASE + r"$", status=429, times=2, body=google_error(429, "RESOURCE_EXHAUSTED", "Quota exceeded for quota metric 'Read requests'", reason="rateLimitExceeded"))
+    transport.add("GET", BASE + r"$", status=429, times=2,
+                  body=google_error(429, "RESOURCE_EXHAUSTED", "Quota exceeded for quota metric 'Read requests'", reason="rateLimitExceeded"))
     script(transport, quotas(NVIDIA_T4_GPUS=(1, 0)), quotas(GPUS_ALL_REGIONS=(1, 0)))
     result = run_module(gcp_gpu_capacity, ARGS)
     assert result["ok"] is True

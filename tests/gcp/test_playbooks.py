@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 from urllib.parse import parse_qs
 
+import gcp_deployment_resources
+import gcp_storage_bucket_purge
 import pytest
 from ansible.module_utils import gcp_rest
 from ansible.module_utils.gcp_cost import estimate
+from conftest import AUTH, google_error
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-
-import gcp_deployment_resources
-import gcp_storage_bucket_purge
-from conftest import AUTH, google_error
 
 
 @pytest.fixture

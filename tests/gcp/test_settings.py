@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import gcp_deployment_plan
 import pytest
 from ansible.module_utils.gcp_settings import IAP_SSH_RANGE, SettingsError, build_spec, check_bucket_name
-
-import gcp_deployment_plan
 from conftest import AUTH
 
 
