@@ -88,3 +88,14 @@ def test_bad_input_stops_before_any_api_call(inventory, tmp_path, playbook, extr
 def test_syntax_check(inventory, tmp_path, playbook):
     proc = run_playbook(playbook, inventory, tmp_path, "--syntax-check")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dynamic_inventory_config_is_accepted_up_to_the_credentials(tmp_path):
+    """The google.cloud.gcp_compute plugin takes the file and stops only where it needs Google credentials."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GCP_", "GOOGLE_", "CLOUDSDK_", "ANSIBLE_"))}
+    env.update(HOME=str(tmp_path), ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               GCE_METADATA_HOST="127.0.0.1:9", GCE_METADATA_IP="127.0.0.1:9")
+    proc = subprocess.run([str(ANSIBLE_PLAYBOOK.with_name("ansible-inventory")), "-i", str(REPO / "inventory" / "gcp.gcp_compute.yml"), "--list"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
+    text = " ".join((proc.stdout + proc.stderr).split())
+    assert "with auto plugin: Your default credentials were not found" in text, text
