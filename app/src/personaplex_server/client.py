@@ -48,6 +48,7 @@ class ClientOptions:
     ca_file: Path | None = None
     handshake_timeout_s: float = 120.0
     tail_seconds: float = 1.0
+    linger_seconds: float = 2.0
     realtime: bool = True
     input_seconds: float = 4.0  # length of the generated input when no file is given
 
@@ -171,8 +172,16 @@ async def run_session(index: int, opts: ClientOptions, pcm: np.ndarray) -> Sessi
                     delay = t_stream + (i + 1) * FRAME_S - time.perf_counter()
                     if delay > 0:
                         await asyncio.sleep(delay)
+            # Replies trail the input (one step of model delay, or more when the server
+            # is slower than real time): wait for them, up to linger_seconds.
+            deadline = time.perf_counter() + opts.linger_seconds
+            while (
+                not receiver.done()
+                and result.audio_messages < result.frames_sent - 1
+                and time.perf_counter() < deadline
+            ):
+                await asyncio.sleep(FRAME_S / 4)
             if not receiver.done():
-                await asyncio.sleep(2 * FRAME_S)  # the last replies are one step behind
                 await ws.close()
             with_exc = await asyncio.gather(receiver, return_exceptions=True)
             if isinstance(with_exc[0], Exception) and not isinstance(with_exc[0], ConnectionClosed):
@@ -276,6 +285,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tail-seconds", type=float, default=1.0, help="silence streamed after the input"
     )
+    parser.add_argument(
+        "--linger-seconds",
+        type=float,
+        default=2.0,
+        help="after the input, wait this long at most for the remaining replies",
+    )
     parser.add_argument("--json", action="store_true", help="print results as JSON")
 
 
@@ -302,6 +317,7 @@ def options_from_args(args: argparse.Namespace) -> ClientOptions:
         ca_file=args.ca_file,
         handshake_timeout_s=args.handshake_timeout,
         tail_seconds=args.tail_seconds,
+        linger_seconds=args.linger_seconds,
     )
 
 

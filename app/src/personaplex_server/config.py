@@ -57,7 +57,7 @@ class Settings(BaseSettings):
         "auto", description="Weight quantization; auto picks what fits the GPU with headroom."
     )
     sliced_weights: bool = Field(
-        True, description="Write/load a dep_q=8 copy of the LM weights (saves about 1.4 GB)."
+        False, description="Write/load a dep_q=8 copy of the LM weights (saves about 1.4 GB)."
     )
     use_cuda_graphs: bool = Field(True, description="Capture CUDA graphs where they help.")
     use_compile: bool = Field(True, description="Use torch.compile where it helps.")

@@ -100,9 +100,10 @@ def parse_chat_params(
     if any(not (c.isprintable() or c in "\n\t") for c in text_prompt):
         raise BadRequest("text_prompt contains control characters")
 
-    temp_text = _number(query, "text_temperature", 0.7, 0.0, 2.0)
+    # The engine samples (temperature > 0); 0.01 is as close to greedy as it gets.
+    temp_text = _number(query, "text_temperature", 0.7, 0.01, 2.0)
     top_k_text = _integer(query, "text_topk", 25, 1, 32000)
-    temp = _number(query, "audio_temperature", 0.8, 0.0, 2.0)
+    temp = _number(query, "audio_temperature", 0.8, 0.01, 2.0)
     top_k = _integer(query, "audio_topk", 250, 1, 2048)
     seed_value = _integer(query, "seed", -1, -1, SEED_MAX)
 

@@ -38,6 +38,7 @@ from .errors import (
     IdleTimeout,
     MalformedAudio,
     MessageTooBig,
+    ServerBusy,
     SessionError,
     to_client,
 )
@@ -251,9 +252,8 @@ class ChatSession:
 
         try:
             session = await self.worker.call(open_session)
-        except (ValueError, KeyError, FileNotFoundError) as exc:
-            log.info("session %s refused by the engine: %s", self.peer, exc)
-            raise BadRequest(f"cannot start a conversation with voice {p.voice!r}") from None
+        except Exception as exc:
+            raise _engine_error(exc) from None
         t0 = time.perf_counter()
         try:
             await asyncio.wait_for(
@@ -273,7 +273,10 @@ class ChatSession:
                     f"({self.engine.max_frames} frames); start a new conversation"
                 )
             frame = await self._frames.get()
-            out, seconds = await self.worker.timed(session.step, frame)
+            try:
+                out, seconds = await self.worker.timed(session.step, frame)
+            except Exception as exc:
+                raise _engine_error(exc, starting=False) from exc
             self.metrics.observe_step(seconds)
             self.stats.frames_stepped += 1
             if out.pcm is not None:
@@ -318,6 +321,20 @@ class ChatSession:
     async def _flush_outbox(self) -> None:
         while not self._outbox.empty():
             await self._send_quietly(self._outbox.get_nowait())
+
+
+def _engine_error(exc: Exception, starting: bool = True) -> Exception:
+    """Map the engine's errors (by name: the server does not import the engine package)."""
+    name = type(exc).__name__
+    if name == "NoFreeSlot":
+        return ServerBusy("server busy: no free model slot; try again later")
+    if name == "ContextExhausted":
+        return ContextExhausted(
+            "the conversation reached the end of the model's context; start a new conversation"
+        )
+    if starting and isinstance(exc, ValueError | KeyError | FileNotFoundError):
+        return BadRequest(f"cannot start this conversation: {exc}")
+    return exc
 
 
 async def close_quietly(ws: WebSocket, code: int, reason: str = "") -> None:
