@@ -570,7 +570,24 @@ def unpack(dest: Path, archive: str, top: str, staging: Path) -> dict[str, Any]:
     return {"members": members}
 
 
-def fix_ownership(dest: Path, owner: str | None, group: str | None, check: bool) -> int:
+def managed_paths(dest: Path, manifest: dict[str, Any]) -> list[Path]:
+    """The folder, the manifest, every fetched file, every unpacked file and their folders.
+
+    Files the server writes itself (e.g. its sliced weights copy) are left alone.
+    """
+    names = set(manifest.get("files", {}))
+    for rec in manifest.get("unpacked", {}).values():
+        names.update(rec.get("members", {}))
+    paths = {dest, dest / MANIFEST}
+    for name in names:
+        p = dest / name
+        paths.add(p)
+        for parent in p.relative_to(dest).parents:
+            paths.add(dest / parent)
+    return sorted(p for p in paths if p.exists() or p.is_symlink())
+
+
+def fix_ownership(paths: list[Path], owner: str | None, group: str | None, check: bool) -> int:
     """Files 0640, folders 0750, owned by the service user. Returns how many changed."""
     import grp
     import pwd
@@ -578,23 +595,17 @@ def fix_ownership(dest: Path, owner: str | None, group: str | None, check: bool)
     uid = pwd.getpwnam(owner).pw_uid if owner else -1
     gid = grp.getgrnam(group).gr_gid if group else -1
     changed = 0
-    for root, dirs, files in os.walk(dest):
-        for name in [*dirs, *files, None]:
-            p = Path(root) if name is None else Path(root) / name
-            if STAGING in p.relative_to(dest).parts and p != dest:
-                continue
-            st = p.lstat()
-            if stat.S_ISLNK(st.st_mode):
-                continue
-            want_mode = 0o750 if stat.S_ISDIR(st.st_mode) else 0o640
-            bad_owner = (uid != -1 and st.st_uid != uid) or (gid != -1 and st.st_gid != gid)
-            if stat.S_IMODE(st.st_mode) != want_mode or bad_owner:
-                changed += 1
-                if not check:
-                    os.chown(p, uid, gid)
-                    os.chmod(p, want_mode)
-        if name is None:
-            pass
+    for p in paths:
+        st = p.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            continue
+        want_mode = 0o750 if stat.S_ISDIR(st.st_mode) else 0o640
+        bad_owner = (uid != -1 and st.st_uid != uid) or (gid != -1 and st.st_gid != gid)
+        if stat.S_IMODE(st.st_mode) != want_mode or bad_owner:
+            changed += 1
+            if not check:
+                os.chown(p, uid, gid)
+                os.chmod(p, want_mode)
     return changed
 
 
@@ -715,7 +726,7 @@ def sync(req: Request) -> dict[str, Any]:
         if actions or old != cmp:
             write_manifest(dest, manifest)
         shutil.rmtree(staging, ignore_errors=True)
-    fixed = fix_ownership(dest, req.owner, req.group, req.check)
+    fixed = fix_ownership(managed_paths(dest, manifest), req.owner, req.group, req.check)
     if fixed:
         actions.append(f"fix owner/mode of {fixed} paths")
     return {
