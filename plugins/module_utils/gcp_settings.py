@@ -232,6 +232,8 @@ def validate(settings: dict[str, Any], profiles: dict[str, Any], images: dict[st
         raise SettingsError(problems)
 
     assert profile is not None and image is not None  # for type checkers: no problems means both were found
+    if not str(s.get("ssh_public_key") or "").strip():
+        warnings.append("No SSH public key found next to gcp_ssh_private_key_file (its .pub): provision needs one (ssh-keygen -t ed25519).")
     if s.get("spot"):
         warnings.append(
             "gcp_spot is true: the VM can be preempted at any moment (a conversation then drops) and, as a "
@@ -291,7 +293,7 @@ def build_spec(settings: dict[str, Any], profiles: dict[str, Any], images: dict[
     spot = bool(s.get("spot"))
     metadata = {"enable-oslogin": "TRUE" if s.get("os_login") else "FALSE", "enable-guest-attributes": "TRUE"}
     if not s.get("os_login") and s.get("ssh_public_key"):
-        metadata["ssh-keys"] = f"{s.get('ssh_user')}:{str(s['ssh_public_key']).strip()}"
+        metadata["ssh-keys"] = f"{s.get('ssh_user') or 'ansible'}:{str(s['ssh_public_key']).strip()}"
 
     resources: list[dict[str, Any]] = []
     if s.get("manage_apis", True):
