@@ -101,25 +101,34 @@ def cmd_make_tiny_model(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # allow_abbrev=False everywhere: "--token" must not silently mean "--token-file".
     parser = argparse.ArgumentParser(
-        prog="personaplex-server", description="PersonaPlex real-time voice server"
+        prog="personaplex-server",
+        description="PersonaPlex real-time voice server",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the voice server")
+    serve = sub.add_parser("serve", help="run the voice server", allow_abbrev=False)
     add_settings_arguments(serve)
     serve.set_defaults(func=cmd_serve)
 
     from . import client
 
-    cl = sub.add_parser("client", help="stream a WAV file through a server (smoke/load test)")
+    cl = sub.add_parser(
+        "client",
+        help="stream a WAV file through a server (smoke/load test)",
+        allow_abbrev=False,
+    )
     client.add_arguments(cl)
     cl.set_defaults(func=cmd_client)
 
     bench = sub.add_parser("bench", help="benchmarks (print numbers; not pass/fail tests)")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
-    bs = bench_sub.add_parser("server", help="server overhead per frame per stream")
+    bs = bench_sub.add_parser(
+        "server", help="server overhead per frame per stream", allow_abbrev=False
+    )
     from . import bench_server
 
     bench_server.add_arguments(bs)
