@@ -27,14 +27,16 @@ def test_daemon_json_content(host):
     assert f.is_file
     assert f.user == "root"
     assert f.mode == 0o644
-    options = json.loads(f.content_string)
-    # Role defaults (log caps) merged with the scenario's extra options.
-    assert options == {
+    expected = {
         "log-driver": "json-file",
         "log-opts": {"max-size": "10m", "max-file": "3"},
         "storage-driver": "vfs",
         "default-cgroupns-mode": "private",
     }
+    # Role defaults (log caps) merged with the scenario's extra options, rendered
+    # by the role (sorted keys, 2-space indent, final newline).
+    assert json.loads(f.content_string) == expected
+    assert f.content.decode() == json.dumps(expected, indent=2, sort_keys=True) + "\n"
 
 
 def test_service_enabled_and_active(host):

@@ -1,0 +1,36 @@
+"""Bad input: a misspelled value fails at argument validation, naming the variable.
+
+Runs the scenario's converge playbook from the control node against the instance
+with a wrong docker_source; the role's argument spec must stop it before any task.
+"""
+
+import os
+import subprocess
+from pathlib import Path
+
+CONVERGE = Path(__file__).resolve().parent.parent / "converge.yml"
+
+
+def run_converge(*extra_vars: str) -> subprocess.CompletedProcess[str]:
+    cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(CONVERGE)]
+    for ev in extra_vars:
+        cmd += ["-e", ev]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_unknown_docker_source_is_rejected():
+    result = run_converge("docker_source=dockerhub")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "docker_source" in output
+    assert "dockerhub" in output
+    assert "upstream, distro" in output or "upstream', 'distro" in output
+    # Validation runs first: nothing after it executed.
+    assert "Load OS-specific variables" not in output
+
+
+def test_wrong_type_of_daemon_options_is_rejected():
+    result = run_converge('{"docker_daemon_options_extra": "storage-driver=vfs"}')
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "docker_daemon_options_extra" in output
