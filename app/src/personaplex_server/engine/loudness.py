@@ -12,28 +12,24 @@ import math
 import numpy as np
 
 
-def _biquad_high_shelf(
-    fs: float, f0: float, gain_db: float, q: float
-) -> tuple[np.ndarray, np.ndarray]:
-    a = 10 ** (gain_db / 40)
-    w0 = 2 * math.pi * f0 / fs
-    alpha = math.sin(w0) / (2 * q)
-    cw = math.cos(w0)
-    sa = 2 * math.sqrt(a) * alpha
-    b = np.array([a * ((a + 1) + (a - 1) * cw + sa), -2 * a * ((a - 1) + (a + 1) * cw),
-                  a * ((a + 1) + (a - 1) * cw - sa)])
-    den = np.array([(a + 1) - (a - 1) * cw + sa, 2 * ((a - 1) - (a + 1) * cw),
-                    (a + 1) - (a - 1) * cw - sa])
-    return b / den[0], den / den[0]
-
-
-def _biquad_high_pass(fs: float, f0: float, q: float) -> tuple[np.ndarray, np.ndarray]:
-    w0 = 2 * math.pi * f0 / fs
-    alpha = math.sin(w0) / (2 * q)
-    cw = math.cos(w0)
-    b = np.array([(1 + cw) / 2, -(1 + cw), (1 + cw) / 2])
-    den = np.array([1 + alpha, -2 * cw, 1 - alpha])
-    return b / den[0], den / den[0]
+def _k_weighting(fs: float) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The two BS.1770 biquads re-derived for sample rate ``fs`` (bilinear transform of the
+    analogue prototypes whose 48 kHz coefficients the standard tabulates)."""
+    # stage 1: high shelf, about +4 dB above 2 kHz (head acoustics)
+    f0, gain_db, q = 1681.974450955533, 3.999843853973347, 0.7071752369554196
+    k = math.tan(math.pi * f0 / fs)
+    vh = 10 ** (gain_db / 20)
+    vb = vh**0.4996667741545416
+    a0 = 1 + k / q + k * k
+    b1 = np.array([(vh + vb * k / q + k * k), 2 * (k * k - vh), (vh - vb * k / q + k * k)]) / a0
+    a1 = np.array([a0, 2 * (k * k - 1), 1 - k / q + k * k]) / a0
+    # stage 2: high pass at about 38 Hz (RLB weighting)
+    f0, q = 38.13547087602444, 0.5003270373238773
+    k = math.tan(math.pi * f0 / fs)
+    a0 = 1 + k / q + k * k
+    b2 = np.array([1.0, -2.0, 1.0])
+    a2 = np.array([a0, 2 * (k * k - 1), 1 - k / q + k * k]) / a0
+    return (b1, a1), (b2, a2)
 
 
 def _impulse_response(b: np.ndarray, a: np.ndarray, n: int) -> np.ndarray:
@@ -50,9 +46,9 @@ def _impulse_response(b: np.ndarray, a: np.ndarray, n: int) -> np.ndarray:
 def k_weight(x: np.ndarray, fs: int) -> np.ndarray:
     """Apply the K-weighting filter (as an FIR of its truncated impulse response)."""
     n = min(8192, max(256, len(x)))
-    h1 = _impulse_response(*_biquad_high_shelf(fs, 1681.974450955533, 3.999843853973347,
-                                                0.7071752369554196), n)
-    h2 = _impulse_response(*_biquad_high_pass(fs, 38.13547087602444, 0.5003270373238773), n)
+    shelf, high_pass = _k_weighting(fs)
+    h1 = _impulse_response(*shelf, n)
+    h2 = _impulse_response(*high_pass, n)
     size = len(x) + 2 * n
     nfft = 1 << (size - 1).bit_length()
     y = np.fft.irfft(np.fft.rfft(x, nfft) * np.fft.rfft(h1, nfft) * np.fft.rfft(h2, nfft), nfft)

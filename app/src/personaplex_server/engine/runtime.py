@@ -439,8 +439,8 @@ class Engine:
         assert state is not None
         ct = state.cache.shape[2]
         state.offsets[slot] = p - 1
-        for c in (p - 1, p):
-            state.cache[slot, :, c % ct] = cols[:, c].to(self.device)
+        # column P-1 is what the transition step reads; it writes all of column P itself
+        state.cache[slot, :, (p - 1) % ct] = cols[:, p - 1].to(self.device)
         self._forced_step(slot, frames, p - 1)
 
     def _step(self, session: EngineSession, pcm: np.ndarray) -> StepOutput:

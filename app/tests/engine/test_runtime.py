@@ -1,0 +1,130 @@
+"""Sessions: seeds, slots, the end of the context, the interface the server uses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from engine_helpers import GREEDY
+
+from personaplex_server import tiny
+from personaplex_server.engine import (
+    ContextExhausted,
+    Engine,
+    NoFreeSlot,
+    SamplingParams,
+    StepOutput,
+)
+from personaplex_server.engine import constants as C
+
+NOISE = np.random.default_rng(0).uniform(-0.3, 0.3, (16, 1920)).astype(np.float32)
+
+
+def _talk(engine: Engine, sampling: SamplingParams, voice: str = "NATM1.pt", n: int = 4) -> list:
+    s = engine.new_session(voice, "You enjoy having a good conversation.", sampling)
+    s.run_prompt()
+    outs = [s.step(NOISE[i]) for i in range(n)]
+    s.close()
+    return [(o.text, o.pcm.round(5).tobytes() if o.pcm is not None else None) for o in outs]
+
+
+def test_interface(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    assert engine.frame_size == 1920 and engine.sample_rate == 24000
+    assert engine.max_frames == 3000
+    info = engine.info
+    for key in ("model", "device", "dtype", "quantize", "capacity", "memory", "versions"):
+        assert key in info
+    assert info["device"] == "cpu" and info["dtype"] == "float32" and info["quantize"] == "none"
+    engine.warmup()
+    s = engine.new_session("NATF0.pt", "Hello there.", SamplingParams())
+    assert s.frames_used == 0 and s.frames_left == 3000
+    s.run_prompt()
+    used = s.frames_used
+    assert used > 2 * C.SILENCE_FRAMES
+    out = s.step(NOISE[0])
+    assert isinstance(out, StepOutput)
+    assert out.pcm is not None and out.pcm.shape == (1920,) and out.pcm.dtype == np.float32
+    assert np.isfinite(out.pcm).all()
+    assert s.frames_used == used + 1 and s.frames_left == 3000 - used - 1
+    with pytest.raises(ValueError):
+        s.step(np.zeros(100, dtype=np.float32))
+    s.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        s.step(NOISE[0])
+
+
+def test_text_pieces(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    assert engine._piece(C.TEXT_PAD_ID) is None and engine._piece(C.TEXT_EPAD_ID) is None
+    word = engine.tokenizer.piece_to_id("▁conversation")
+    assert engine._piece(word) == " conversation"
+
+
+def test_seed_reproducible(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    a = _talk(engine, SamplingParams(seed=1234))
+    b = _talk(engine, SamplingParams(seed=1234))
+    c = _talk(engine, SamplingParams(seed=99))
+    assert a == b
+    assert a != c
+
+
+def test_slots_are_independent(make_engine: Callable[..., Engine]) -> None:
+    """Two interleaved conversations in a 2-slot engine give what each gives alone."""
+    alone = make_engine(max_sessions=2)
+    ref_a = _talk(alone, GREEDY, "NATF0.pt")
+    ref_b = _talk(alone, GREEDY, "NATM1.pt")
+    engine = make_engine(max_sessions=2)
+    assert engine.info["capacity"] == 2
+    sa = engine.new_session("NATF0.pt", "You enjoy having a good conversation.", GREEDY)
+    sb = engine.new_session("NATM1.pt", "You enjoy having a good conversation.", GREEDY)
+    with pytest.raises(NoFreeSlot):
+        engine.new_session("NATF0.pt", "", GREEDY)
+    sa.run_prompt()
+    out_a = [sa.step(NOISE[0])]
+    sb.run_prompt()  # the prompt of b runs while a is mid-conversation
+    out_b = []
+    for i in range(1, 4):
+        out_a.append(sa.step(NOISE[i]))
+        out_b.append(sb.step(NOISE[i - 1]))
+    out_b.append(sb.step(NOISE[3]))
+    got_a = [(o.text, o.pcm.round(5).tobytes()) for o in out_a]
+    got_b = [(o.text, o.pcm.round(5).tobytes()) for o in out_b]
+    assert got_a == ref_a
+    assert got_b == ref_b
+    sa.close()
+    s3 = engine.new_session("TONE0.wav", "", GREEDY)  # a closed session frees its slot
+    assert s3.slot == sa.slot
+
+
+def test_context_exhaustion_is_defined(tmp_path: Path, make_engine: Callable[..., Engine]) -> None:
+    model = tiny.generate(tmp_path / "short", seed=1, context=40)
+    engine = make_engine(model)
+    assert engine.max_frames == 40
+    s = engine.new_session("NATF0.pt", "", SamplingParams(seed=0))
+    s.run_prompt()
+    assert s.frames_used == 10 + 2 * C.SILENCE_FRAMES
+    n = 0
+    while s.frames_left > 0:
+        s.step(NOISE[n % 16])
+        n += 1
+    assert n == 40 - 22 and s.frames_used == 40
+    with pytest.raises(ContextExhausted, match="whole context"):
+        s.step(NOISE[0])
+    s.close()
+    # a prompt that cannot fit is refused before it starts
+    long_text = "you enjoy having a good conversation " * 10
+    s2 = engine.new_session("NATF0.pt", long_text, SamplingParams())
+    with pytest.raises(ValueError, match="context"):
+        s2.run_prompt()
+
+
+def test_bad_sampling_refused(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    with pytest.raises(ValueError):
+        engine.new_session("NATF0.pt", "", SamplingParams(temp=0.0))
+    with pytest.raises(ValueError):
+        engine.new_session("NATF0.pt", "", SamplingParams(top_k=0))
