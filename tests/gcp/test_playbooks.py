@@ -16,7 +16,8 @@ import pytest
 from conftest import REPO
 
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
-PLAYBOOKS = ["preflight.yml", "provision.yml", "plan.yml", "power.yml", "teardown.yml"]
+PLAYBOOKS = ["preflight.yml", "provision.yml", "plan.yml", "power.yml", "teardown.yml",
+             "../tests/gcp/real_cloud/test_real_cloud.yml"]
 
 
 @pytest.fixture
