@@ -45,12 +45,12 @@ class Framer:
 
     def __init__(self, frame_size: int = FRAME_SIZE) -> None:
         self.frame_size = frame_size
-        self._buf = np.zeros(0, dtype=np.float32)
+        self._buf: np.ndarray = np.zeros(0, dtype=np.float32)
 
     def push(self, pcm: np.ndarray) -> list[np.ndarray]:
         if pcm.size == 0:
             return []
-        buf = np.concatenate((self._buf, pcm)) if self._buf.size else pcm
+        buf: np.ndarray = np.concatenate((self._buf, pcm)) if self._buf.size else pcm
         n = buf.size // self.frame_size
         frames = [
             np.clip(buf[i * self.frame_size : (i + 1) * self.frame_size], -1.0, 1.0)

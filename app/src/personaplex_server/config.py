@@ -15,14 +15,14 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, JsonValue, SecretStr, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "PERSONAPLEX_"
 
 # json_schema_extra marker for fields that must never become a command line flag.
-_NO_CLI = {"cli": False}
+_NO_CLI: dict[str, JsonValue] = {"cli": False}
 
 
 class Settings(BaseSettings):
@@ -70,6 +70,12 @@ class Settings(BaseSettings):
         ge=1,
         le=100,
         description="Input frames (80 ms each) buffered per session before the oldest is dropped.",
+    )
+    gil_switch_interval_ms: float = Field(
+        0.5,
+        gt=0,
+        le=100,
+        description="Python thread switch interval; short keeps engine-thread hand-offs prompt.",
     )
     prompt_timeout_s: float = Field(
         300.0, gt=0, description="Give up on a session whose prompt phase takes longer."
