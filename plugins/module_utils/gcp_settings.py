@@ -185,7 +185,7 @@ def validate(settings: dict[str, Any], profiles: dict[str, Any], images: dict[st
     if disk_type not in allowed_disks:
         problems.append(f"gcp_disk_type: {disk_type!r} is not usable with profile {profile_name!r}. Accepted: {_choices(allowed_disks)}.")
     try:
-        disk_size = int(s.get("disk_size_gb"))
+        disk_size = int(s.get("disk_size_gb") or 0)
     except (TypeError, ValueError):
         disk_size = 0
     min_disk = int(s.get("min_disk_gb") or 0)
@@ -212,7 +212,7 @@ def validate(settings: dict[str, Any], profiles: dict[str, Any], images: dict[st
         problems.append("gcp_client_cidrs: must list at least one CIDR allowed to reach the voice port (e.g. your address as 'x.y.z.w/32').")
 
     try:
-        port = int(s.get("voice_port"))
+        port = int(s.get("voice_port") or 0)
     except (TypeError, ValueError):
         port = 0
     if not 1 <= port <= 65535 or port == 22:

@@ -80,7 +80,7 @@ def resource_action(client: GcpClient, project: str, resource: dict[str, Any]) -
             policy = client.get(f"{STORAGE}/b/{fields['resource']}/iam", allow_404=True)
             if policy is None:
                 return {"action": "create", "changes": ["bucket does not exist yet"]}
-        binding = next((b for b in policy.get("bindings") or [] if b.get("role") == fields["role"] and not b.get("condition")), {})
+        binding: dict[str, Any] = next((b for b in policy.get("bindings") or [] if b.get("role") == fields["role"] and not b.get("condition")), {})
         missing = sorted(set(fields["members"]) - set(binding.get("members") or []))
         return {"action": "update" if missing else "unchanged", "changes": [f"add {m}" for m in missing]}
     elif kind == "storage.bucket":
