@@ -12,7 +12,12 @@ CONVERGE = Path(__file__).resolve().parent.parent / "converge.yml"
 
 
 def run_converge(*extra_vars: str) -> subprocess.CompletedProcess[str]:
-    cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(CONVERGE)]
+    cmd = [
+        "ansible-playbook",
+        "-i",
+        os.environ["MOLECULE_INVENTORY_FILE"],
+        str(CONVERGE),
+    ]
     for ev in extra_vars:
         cmd += ["-e", ev]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)

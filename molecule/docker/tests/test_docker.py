@@ -70,7 +70,9 @@ def local_image(host):
 
 
 def test_runs_a_container(host, local_image):
-    out = host.check_output(f"docker run --rm {local_image} /bin/busybox echo hello-from-container")
+    out = host.check_output(
+        f"docker run --rm {local_image} /bin/busybox echo hello-from-container"
+    )
     assert out.strip() == "hello-from-container"
 
 
@@ -79,7 +81,12 @@ def test_container_logs_are_capped(host, local_image):
     host.run(f"docker rm -f {name}")
     host.check_output(f"docker run --name {name} {local_image} /bin/busybox true")
     try:
-        log_config = json.loads(host.check_output(f"docker inspect {name}"))[0]["HostConfig"]["LogConfig"]
+        log_config = json.loads(host.check_output(f"docker inspect {name}"))[0][
+            "HostConfig"
+        ]["LogConfig"]
     finally:
         host.run(f"docker rm -f {name}")
-    assert log_config == {"Type": "json-file", "Config": {"max-file": "3", "max-size": "10m"}}
+    assert log_config == {
+        "Type": "json-file",
+        "Config": {"max-file": "3", "max-size": "10m"},
+    }

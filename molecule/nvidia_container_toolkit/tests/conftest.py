@@ -2,4 +2,6 @@
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "gpu: needs an NVIDIA GPU; skips itself where none exists")
+    config.addinivalue_line(
+        "markers", "gpu: needs an NVIDIA GPU; skips itself where none exists"
+    )

@@ -40,7 +40,9 @@ def has_nvidia_gpu(host) -> bool:
 def test_deb822_source(host):
     f = host.file(SOURCES)
     assert f.is_file
-    fields = dict(line.split(": ", 1) for line in f.content_string.splitlines() if ": " in line)
+    fields = dict(
+        line.split(": ", 1) for line in f.content_string.splitlines() if ": " in line
+    )
     assert fields["URIs"] == REPO_URL
     assert fields["Suites"] == "/"  # flat repository
     assert "Components" not in fields
@@ -48,7 +50,9 @@ def test_deb822_source(host):
 
 
 def test_keyring_is_the_repository_key(host):
-    served = host.check_output("python3 -c \"import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:8765/libnvidia-container/gpgkey').read().decode())\"")
+    served = host.check_output(
+        "python3 -c \"import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:8765/libnvidia-container/gpgkey').read().decode())\""
+    )
     assert host.file(KEYRING).content_string.strip() == served.strip()
     assert "BEGIN PGP PUBLIC KEY BLOCK" in served
 
@@ -78,12 +82,18 @@ def test_daemon_json_written_by_the_docker_role_only(host):
     assert json.loads(content) == EXPECTED_DAEMON_OPTIONS
     # Byte for byte the docker role's rendering (sorted keys, 2-space indent): a second
     # writer such as `nvidia-ctk runtime configure` would have reformatted the file.
-    assert content == json.dumps(EXPECTED_DAEMON_OPTIONS, indent=2, sort_keys=True) + "\n"
+    assert (
+        content == json.dumps(EXPECTED_DAEMON_OPTIONS, indent=2, sort_keys=True) + "\n"
+    )
 
 
 def test_dockerd_knows_the_nvidia_runtime(host):
     assert host.service("docker").is_running
-    runtimes = [line for line in host.check_output("docker info").splitlines() if "Runtimes:" in line]
+    runtimes = [
+        line
+        for line in host.check_output("docker info").splitlines()
+        if "Runtimes:" in line
+    ]
     assert runtimes and "nvidia" in runtimes[0].split()
 
 
@@ -94,7 +104,9 @@ def test_container_runs_through_the_nvidia_runtime(host):
         "set -e; rm -rf /tmp/bbroot; mkdir -p /tmp/bbroot/bin; cp /bin/busybox /tmp/bbroot/bin/busybox"
     )
     host.check_output(f"tar -C /tmp/bbroot -c . | docker import - {TEST_IMAGE}")
-    out = host.check_output(f"docker run --rm --runtime nvidia {TEST_IMAGE} /bin/busybox echo via-nvidia-runtime")
+    out = host.check_output(
+        f"docker run --rm --runtime nvidia {TEST_IMAGE} /bin/busybox echo via-nvidia-runtime"
+    )
     assert out.strip() == "via-nvidia-runtime"
 
 
