@@ -47,6 +47,7 @@ from .types import (
 log = logging.getLogger(__name__)
 
 PREFILL_CHUNK = 64
+TINY_PARAMS = 50_000_000
 MAX_VOICE_SECONDS = 60.0
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -177,6 +178,11 @@ class Engine:
         mimi = load_mimi(files, device)
         tokenizer = load_tokenizer(files)
         lm = loaded.lm
+        n_params = sum(p.numel() for p in lm.parameters())
+        if device.type == "cpu" and n_params < TINY_PARAMS and torch.get_num_threads() > 1:
+            # a tiny model is Python-overhead bound: more threads only add contention
+            log.info("tiny model on CPU (%d parameters): using 1 torch thread", n_params)
+            torch.set_num_threads(1)
         if tokenizer.vocab_size() > lm.text_card:
             raise EngineLoadError(
                 f"tokenizer has {tokenizer.vocab_size()} pieces, the LM only {lm.text_card}"

@@ -1,0 +1,331 @@
+"""Engine benchmark: per-frame step time, real-time factor, memory.
+
+Either a model folder (the real checkpoint or the tiny one) or ``--random-full``: the full
+PersonaPlex architecture (dep_q=8 at run time) with random weights built layer by layer on
+the device, no download, so one short run on any GPU measures bf16, fp16+int8 and
+fp16+nf4. A step is what the server does per 80 ms frame: Mimi encode of the user's audio,
+one LM step (temporal transformer + depth transformer for 8 codebooks + sampling), Mimi
+decode of the agent's audio, the text token to the host.
+
+``personaplex-server bench engine [ARGS]`` or ``python -m personaplex_server.bench_engine``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CONFIGS = {
+    "bf16": ("bfloat16", "none"),
+    "fp16": ("float16", "none"),
+    "fp32": ("float32", "none"),
+    "fp16+int8": ("float16", "int8"),
+    "fp16+nf4": ("float16", "nf4"),
+}
+FRAME_MS = 80.0
+
+
+@dataclass
+class BenchResult:
+    config: str
+    device: str
+    gpu: str | None
+    dtype: str
+    quantize: str
+    frames: int
+    load_s: float
+    prompt_frames: int
+    prompt_s: float
+    step_ms_mean: float
+    step_ms_p50: float
+    step_ms_p95: float
+    step_ms_p99: float
+    step_ms_max: float
+    rtf: float  # mean step time / 80 ms; < 1 is faster than real time
+    late_frames: int  # steps over 80 ms
+    peak_gib: float | None
+    allocated_gib: float | None
+    error: str | None = None
+
+
+def _percentile(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    if not s:
+        return float("nan")
+    k = (len(s) - 1) * q / 100
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+class _FakeTokenizer:
+    def vocab_size(self) -> int:
+        return 32000
+
+    def id_to_piece(self, i: int) -> str:
+        return f"▁t{i}"
+
+    def encode(self, text: str) -> list[int]:
+        return [100 + (ord(c) % 200) for c in text]
+
+
+def build_random_full(config: str, device: str = "auto", max_sessions: int = 1,
+                      use_cuda_graphs: bool = True, use_compile: bool = True,
+                      lm_kwargs: dict[str, Any] | None = None,
+                      mimi_config: dict[str, Any] | None = None) -> Any:
+    """An Engine over the full architecture with random weights (nothing downloaded).
+
+    ``lm_kwargs``/``mimi_config`` replace the PersonaPlex architecture (tests use tiny ones).
+    """
+    import torch
+    from moshi.models import loaders
+    from moshi.models.lm import LMModel
+    from torch import nn
+
+    from .engine import EngineConfig
+    from .engine import constants as C
+    from .engine.loading import ModelFiles, _blocks, _finish_module
+    from .engine.planning import ModelSpec, plan_precision
+    from .engine.quant import quantize_linears
+    from .engine.runtime import Engine, gpu_spec, resolve_device
+
+    dtype_name, quant = CONFIGS[config]
+    dev = resolve_device(device)
+    dtype = getattr(torch, dtype_name)
+    kwargs = dict(lm_kwargs if lm_kwargs is not None else loaders._lm_kwargs)
+    kwargs["dep_q"] = C.AGENT_DEP_Q
+    gen = torch.Generator(device=dev).manual_seed(0)
+
+    def materialize(module: nn.Module) -> None:
+        module.to_empty(device=dev)
+        with torch.no_grad():
+            for name, p in module.named_parameters():
+                if name.endswith("alpha") or "norm" in name:
+                    p.fill_(1.0)
+                elif p.dim() >= 2:
+                    p.normal_(0.0, 0.02, generator=gen)
+                else:
+                    p.zero_()
+        _finish_module(module, dev, dtype, quant, quantize_now=True)
+
+    lm = LMModel(device="meta", dtype=dtype, **kwargs)
+    for _, block in _blocks(lm):
+        materialize(block)
+    for _, child in lm.named_children():
+        if child is lm.transformer or child is lm.depformer:
+            continue
+        child.to_empty(device=dev)
+        with torch.no_grad():
+            for name, p in child.named_parameters():
+                if name.endswith("alpha") or "norm" in name:
+                    p.fill_(1.0)
+                else:
+                    p.normal_(0.0, 0.02, generator=gen)
+        _finish_module(child, dev, dtype, quant, quantize_now=False)
+    if quant != "none":
+        quantize_linears(lm, quant)
+    lm.to(dev)
+    lm.eval()
+    mimi = loaders.get_mimi(None, mimi_config, device=dev, num_codebooks=C.AUDIO_CODEBOOKS)
+    with torch.no_grad():
+        for name, buf in mimi.named_buffers():
+            if name.endswith("embedding_sum"):
+                buf.normal_(generator=gen)
+            elif name.endswith(("cluster_usage", "_initialized")):
+                buf.fill_(1.0)
+    mimi.eval()
+    gpu = gpu_spec(dev) if dev.type == "cuda" else None
+    spec = ModelSpec.personaplex() if lm_kwargs is None else None
+    plan = plan_precision(gpu, dtype=dtype_name, quantize=quant, max_sessions=max_sessions,
+                          spec=spec)
+    cfg = EngineConfig(model_dir=Path("random-full"), device=str(dev), dtype=dtype_name,  # type: ignore[arg-type]
+                       quantize=quant, max_sessions=max_sessions,  # type: ignore[arg-type]
+                       use_cuda_graphs=use_cuda_graphs, use_compile=use_compile)
+    files = ModelFiles(Path("random"), Path("random"), Path("random"), kwargs, None,
+                       "personaplex-7b-v1 architecture, random weights")
+    info: dict[str, Any] = {
+        "model": files.model_name, "device": str(dev), "dtype": dtype_name, "quantize": quant,
+        "capacity": max_sessions, "memory": plan.as_info(),
+        "gpu": None if gpu is None else {"name": gpu.name},
+    }
+    return Engine(cfg, files, lm, mimi, _FakeTokenizer(), dev, plan, info)
+
+
+def bench_one(engine: Any, config: str, frames: int, warmup_frames: int, load_s: float,
+              voice_frames: int = 50, text_tokens: int = 30) -> BenchResult:
+    import numpy as np
+    import torch
+
+    from .engine import SamplingParams
+    from .engine.runtime import EngineSession, _Voice
+
+    dev = engine.device
+    engine.warmup()
+    slot = 0
+    session = EngineSession(engine, slot, "bench", list(range(100, 100 + text_tokens)),
+                            SamplingParams(seed=0))
+    engine._slots[slot] = session
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 2048, (voice_frames, 8), generator=g)
+    t0 = time.perf_counter()
+    engine._prompt_with(session, _Voice(codes, None, None, voice_frames))
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    prompt_s = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    pcm = rng.uniform(-0.2, 0.2, (frames + warmup_frames, engine.frame_size)).astype(np.float32)
+    times: list[float] = []
+    for i in range(frames + warmup_frames):
+        if session.frames_left <= 0:
+            break
+        t = time.perf_counter()
+        engine._step(session, pcm[i])  # ends with .cpu()/.item(): synchronous
+        dt = (time.perf_counter() - t) * 1000
+        if i >= warmup_frames:
+            times.append(dt)
+    engine._release(session)
+    peak = alloc = None
+    if dev.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(dev) / 1024**3
+        alloc = torch.cuda.memory_allocated(dev) / 1024**3
+    mean = statistics.fmean(times)
+    gpu = engine.info.get("gpu") or {}
+    return BenchResult(
+        config=config, device=str(dev), gpu=gpu.get("name"), dtype=engine.plan.dtype,
+        quantize=engine.plan.quantize, frames=len(times), load_s=round(load_s, 2),
+        prompt_frames=session.prompt_frames, prompt_s=round(prompt_s, 3),
+        step_ms_mean=round(mean, 2), step_ms_p50=round(_percentile(times, 50), 2),
+        step_ms_p95=round(_percentile(times, 95), 2), step_ms_p99=round(_percentile(times, 99), 2),
+        step_ms_max=round(max(times), 2), rtf=round(mean / FRAME_MS, 3),
+        late_frames=sum(t > FRAME_MS for t in times),
+        peak_gib=None if peak is None else round(peak, 2),
+        allocated_gib=None if alloc is None else round(alloc, 2),
+    )
+
+
+def bench(
+    model_dir: Path | None = None,
+    *,
+    random_full: bool = False,
+    configs: Sequence[str] = ("bf16", "fp16+int8", "fp16+nf4"),
+    frames: int = 200,
+    warmup_frames: int = 20,
+    device: str = "auto",
+    use_cuda_graphs: bool = True,
+    use_compile: bool = True,
+) -> list[BenchResult]:
+    """Run each config in turn (freeing the previous model first); errors are recorded."""
+    import torch
+
+    from .engine import Engine, EngineConfig
+
+    if not random_full and model_dir is None:
+        raise ValueError("give a model folder or random_full=True")
+    results: list[BenchResult] = []
+    for config in configs:
+        if config not in CONFIGS:
+            raise ValueError(f"unknown config {config!r}; choose from {', '.join(CONFIGS)}")
+        dtype, quant = CONFIGS[config]
+        engine = None
+        try:
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            if random_full:
+                engine = build_random_full(config, device, use_cuda_graphs=use_cuda_graphs,
+                                           use_compile=use_compile)
+            else:
+                assert model_dir is not None
+                engine = Engine.load(EngineConfig(
+                    model_dir=model_dir, device=device, dtype=dtype,  # type: ignore[arg-type]
+                    quantize=quant,  # type: ignore[arg-type]
+                    use_cuda_graphs=use_cuda_graphs, use_compile=use_compile,
+                ))
+            load_s = time.perf_counter() - t0
+            results.append(bench_one(engine, config, frames, warmup_frames, load_s))
+        except Exception as exc:  # one config failing must not hide the others
+            log.exception("config %s failed", config)
+            results.append(BenchResult(
+                config, device, None, dtype, quant, 0, 0, 0, 0, *([float("nan")] * 6), 0,
+                None, None, error=f"{type(exc).__name__}: {exc}"[:500],
+            ))
+        finally:
+            del engine
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    return results
+
+
+def format_table(results: Sequence[BenchResult]) -> str:
+    head = ("config", "device", "frames", "p50 ms", "p95 ms", "p99 ms", "max ms", "RTF",
+            "late", "peak GiB", "prompt s", "load s")
+    rows = [head]
+    for r in results:
+        if r.error:
+            rows.append((r.config, r.device, "error: " + r.error[:60], *[""] * 9))
+            continue
+        rows.append((
+            r.config, r.gpu or r.device, str(r.frames), f"{r.step_ms_p50:.1f}",
+            f"{r.step_ms_p95:.1f}", f"{r.step_ms_p99:.1f}", f"{r.step_ms_max:.1f}",
+            f"{r.rtf:.3f}", str(r.late_frames),
+            "-" if r.peak_gib is None else f"{r.peak_gib:.2f}",
+            f"{r.prompt_s:.2f} ({r.prompt_frames} fr)", f"{r.load_s:.1f}",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model-dir", type=Path, help="a model folder (real or tiny)")
+    src.add_argument("--random-full", action="store_true",
+                     help="full PersonaPlex architecture with random weights (no download)")
+    parser.add_argument("--configs", default="bf16,fp16+int8,fp16+nf4",
+                        help=f"comma-separated, from: {', '.join(CONFIGS)}")
+    parser.add_argument("--frames", type=int, default=200, help="timed frames per config")
+    parser.add_argument("--warmup-frames", type=int, default=20)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-cuda-graphs", action="store_true")
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--json", type=Path, nargs="?", const=Path("-"),
+                        help="also write the results as JSON (to a file, or - for stdout)")
+
+
+def run_engine_bench(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry: parse ``argv``, run, print the table (and JSON). Exit status."""
+    parser = argparse.ArgumentParser(prog="personaplex-server bench engine",
+                                     description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    results = bench(
+        args.model_dir, random_full=args.random_full,
+        configs=[c.strip() for c in args.configs.split(",") if c.strip()],
+        frames=args.frames, warmup_frames=args.warmup_frames, device=args.device,
+        use_cuda_graphs=not args.no_cuda_graphs, use_compile=not args.no_compile,
+    )
+    print(format_table(results))
+    if args.json is not None:
+        data = json.dumps([asdict(r) for r in results], indent=1)
+        if str(args.json) == "-":
+            print(data)
+        else:
+            args.json.write_text(data + "\n")
+    return 1 if any(r.error for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_engine_bench())

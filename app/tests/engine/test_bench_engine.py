@@ -1,0 +1,41 @@
+"""The engine benchmark runs end to end (tiny sizes on the CPU; numbers are not checked)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from personaplex_server import bench_engine, tiny
+
+
+def test_cli_on_a_model_folder(tiny_dir: Path, tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r.json"
+    rc = bench_engine.run_engine_bench([
+        "--model-dir", str(tiny_dir), "--configs", "fp32", "--frames", "3",
+        "--warmup-frames", "1", "--no-compile", "--json", str(out),
+    ])
+    assert rc == 0
+    table = capsys.readouterr().out
+    assert "p99 ms" in table and "fp32" in table
+    (r,) = json.loads(out.read_text())
+    assert r["frames"] == 3 and r["error"] is None
+    assert 0 < r["step_ms_p50"] <= r["step_ms_p99"] <= r["step_ms_max"]
+    assert r["rtf"] == pytest.approx(r["step_ms_mean"] / 80, abs=1e-3)
+    assert r["prompt_frames"] == 50 + 30 + 12
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["fp32", "fp16+int8", "fp16+nf4"])
+def test_random_weights_path(config: str) -> None:
+    """The ``--random-full`` code path, with the tiny architecture instead of the 7B one."""
+    engine = bench_engine.build_random_full(
+        config, device="cpu", use_compile=False,
+        lm_kwargs=tiny.tiny_lm_kwargs(), mimi_config=tiny.tiny_mimi_config(),
+    )
+    assert engine.lm.dep_q == 8
+    r = bench_engine.bench_one(engine, config, frames=2, warmup_frames=1, load_s=0.0,
+                               voice_frames=4, text_tokens=3)
+    assert r.frames == 2 and r.error is None and r.quantize == bench_engine.CONFIGS[config][1]
