@@ -27,6 +27,7 @@ _GOOGLE_LOOKALIKE_RE = re.compile(r"g[o0][o0]g(le|1e|l3|13)")
 SSH_ACCESS_CHOICES = ("direct", "iap")
 DISK_TYPE_CHOICES = ("pd-balanced", "pd-ssd", "pd-standard")
 DEPLOYMENT_NAME_MAX = 20
+RESERVED_LABELS = ("app", "deployment", "managed-by")
 
 
 class SettingsError(ValueError):
@@ -111,6 +112,8 @@ def _check_labels(labels: Any, problems: list[str]) -> dict[str, str]:
     clean: dict[str, str] = {}
     for key, value in labels.items():
         key_s, value_s = str(key), str(value)
+        if key_s in RESERVED_LABELS:
+            problems.append(f"gcp_labels: {key_s!r} is set by the project (teardown finds resources by it). Accepted: any other key.")
         if not _LABEL_KEY_RE.match(key_s):
             problems.append(f"gcp_labels: key {key_s!r} is invalid. Accepted: lowercase letter first, then lowercase letters, digits, '_' or '-', at most 63.")
         if not _LABEL_VALUE_RE.match(value_s):

@@ -109,11 +109,14 @@ def make_plan(params: dict[str, Any], client_factory: Any = client_from_params) 
     state_note = "not read (read_state: never): each resource shows what provision would create or enforce"
     actions: list[dict[str, Any]] = [{"action": "create-or-enforce", "changes": []} for _ in spec["resources"]]
     read_calls = 0
+    write_calls = 0
     if params["read_state"] != "never":
         try:
             client = client_factory(dict(params, project=spec["project"]))
             actions = read_actions(client, spec)
-            read_calls = len(client.calls)
+            writes = [c for c in client.calls if c[0] != "GET" and not c[1].endswith(":getIamPolicy")]
+            write_calls = len(writes)
+            read_calls = len(client.calls) - write_calls
             state_note = "read with GET calls only"
         except (RuntimeError, GcpApiError) as exc:
             if params["read_state"] == "always":
@@ -139,7 +142,7 @@ def make_plan(params: dict[str, Any], client_factory: Any = client_from_params) 
         "metadata": spec["metadata"],
         "state": state_note,
         "read_api_calls": read_calls,
-        "write_api_calls": 0,
+        "write_api_calls": write_calls,
         "resources": resources,
         "cost": cost,
         "warnings": spec["warnings"],

@@ -56,6 +56,9 @@ options:
     description: True when the VM already exists (its GPUs are already counted in the usage).
     type: bool
     default: false
+  instance_name:
+    description: Name of the VM; when it exists in O(zone) with this GPU type, no new GPU is needed.
+    type: str
   fail_on_shortage:
     description: Fail when a check does not pass (otherwise only report).
     type: bool
@@ -166,7 +169,15 @@ def run(module_params: dict[str, Any], client: GcpClient) -> dict[str, Any]:
     else:
         add("accelerator", True, f"{p['accelerator_type']} is offered in {zone}.")
 
-    needed = float(p["accelerator_count"]) if not p["existing_instance"] else 0.0
+    existing = bool(p["existing_instance"])
+    if p.get("instance_name") and not existing:
+        vm = client.get(f"{COMPUTE}/projects/{project}/zones/{zone}/instances/{p['instance_name']}", allow_404=True)
+        gpus = [str(a.get("acceleratorType", "")).rsplit("/", 1)[-1] for a in (vm or {}).get("guestAccelerators") or []]
+        if vm is not None and p["accelerator_type"] in gpus:
+            existing = True
+            add("existing_vm", True, f"VM {p['instance_name']} already has its {p['accelerator_type']}: no new GPU quota is needed.")
+    p = dict(p, existing_instance=existing)
+    needed = float(p["accelerator_count"]) if not existing else 0.0
     region_doc = client.get(f"{COMPUTE}/projects/{project}/regions/{region}")
     regional = region_doc.get("quotas") or []
     metric = p["quota_metric"]
@@ -226,6 +237,7 @@ def main() -> None:
         cpu_quota_metric={"type": "str"},
         cpu_count={"type": "int", "default": 0},
         existing_instance={"type": "bool", "default": False},
+        instance_name={"type": "str"},
         fail_on_shortage={"type": "bool", "default": True},
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)

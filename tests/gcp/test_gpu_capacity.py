@@ -96,3 +96,22 @@ def test_rate_limit_429_is_retried(transport, run_module):
     result = run_module(gcp_gpu_capacity, ARGS)
     assert result["ok"] is True
     assert sum(1 for c in transport.calls if c["url"].endswith("/projects/my-voice-project")) == 3
+
+
+def test_rerun_with_the_vm_already_there_needs_no_new_quota(transport, run_module):
+    # A second run of site.yml: the VM holds the only T4 of the quota; preflight must still pass.
+    transport.add("GET", BASE + r"/zones/us-central1-a/instances/personaplex-vm$", body={
+        "name": "personaplex-vm", "guestAccelerators": [{"acceleratorType": "projects/p/zones/us-central1-a/acceleratorTypes/nvidia-tesla-t4",
+                                                         "acceleratorCount": 1}]})
+    script(transport, quotas(NVIDIA_T4_GPUS=(1, 1), CPUS=(24, 4)), quotas(GPUS_ALL_REGIONS=(1, 1)))
+    result = run_module(gcp_gpu_capacity, dict(ARGS, instance_name="personaplex-vm"))
+    assert result["ok"] is True, result
+    assert any(c["name"] == "existing_vm" for c in result["checks"])
+
+
+def test_vm_absent_still_needs_quota(transport, run_module):
+    transport.add("GET", BASE + r"/zones/us-central1-a/instances/personaplex-vm$", status=404,
+                  body=google_error(404, "NOT_FOUND", "The resource was not found", reason="notFound"))
+    script(transport, quotas(NVIDIA_T4_GPUS=(1, 1)), quotas(GPUS_ALL_REGIONS=(1, 1)))
+    result = run_module(gcp_gpu_capacity, dict(ARGS, instance_name="personaplex-vm"))
+    assert result.failed and "NVIDIA_T4_GPUS" in result["msg"]

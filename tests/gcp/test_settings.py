@@ -158,6 +158,12 @@ def test_dlvm_image_and_custom_image(settings, tables):
     assert any(p.startswith("gcp_image:") and "debian-12" in p for p in found)
 
 
+def test_reserved_labels_are_refused(settings, tables):
+    found = problems(dict(settings, labels={"deployment": "other", "owner": "alice"}), tables)
+    assert any(p.startswith("gcp_labels: 'deployment'") for p in found)
+    assert not any("'owner'" in p for p in found)
+
+
 def test_every_problem_is_reported_at_once(settings, tables):
     found = problems(dict(settings, project="", profile="x", client_cidrs=["bad"], bucket_name="Bad"), tables)
     assert {p.split(":")[0] for p in found} >= {"gcp_project", "gcp_profile", "gcp_client_cidrs", "gcp_bucket_name"}
