@@ -100,3 +100,12 @@ def test_dynamic_inventory_config_is_accepted_up_to_the_credentials(tmp_path):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
     text = " ".join((proc.stdout + proc.stderr).split())
     assert "with auto plugin: Your default credentials were not found" in text, text
+
+
+def test_provision_in_check_mode_shows_the_plan_and_calls_nothing(inventory, tmp_path):
+    proc = run_playbook("provision.yml", inventory, tmp_path, "--check", *CIDRS)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "create-or-enforce compute.instance personaplex-vm" in proc.stdout
+    assert "State: not read: No Application Default Credentials" in " ".join(proc.stdout.split())
+    for task in ("Enable the Google APIs", "Create the GPU VM", "Grant the service account"):
+        assert f"TASK [gcp_infra : {task}" not in proc.stdout
