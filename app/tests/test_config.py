@@ -76,8 +76,8 @@ def test_token_compare_and_redaction():
     assert not token_ok(s.access_token, {"token": "abd"}, {})
     assert not token_ok(s.access_token, {}, {})
     assert token_ok(None, {}, {})
-    assert redact('"WebSocket /api/chat?voice_prompt=a&token=abc&x=1"') == (
-        '"WebSocket /api/chat?voice_prompt=a&token=***&x=1"'
+    assert redact('"WebSocket /api/chat?voice_prompt=a&token=abc&text_prompt=Hi+me&x=1"') == (
+        '"WebSocket /api/chat?voice_prompt=a&token=***&text_prompt=***&x=1"'
     )
     record = logging.LogRecord("uvicorn.access", 20, "", 0, "%s %s", ("GET", "/?token=abc"), None)
     RedactTokenFilter().filter(record)

@@ -13,7 +13,8 @@ from pydantic import SecretStr
 COOKIE_NAME = "personaplex_token"
 QUERY_NAME = "token"
 
-_TOKEN_IN_TEXT = re.compile(r"(token=)[^&\s\"']*", re.IGNORECASE)
+# The token is a secret and the text prompt is the user's content: neither goes to logs.
+_TOKEN_IN_TEXT = re.compile(r"(\b(?:token|text_prompt)=)[^&\s\"']*", re.IGNORECASE)
 
 
 def token_ok(
@@ -36,7 +37,8 @@ def redact(text: str) -> str:
 
 
 class RedactTokenFilter(logging.Filter):
-    """Removes ``token=...`` from log records (e.g. uvicorn's access log of request URLs)."""
+    """Removes ``token=...`` and ``text_prompt=...`` values from log records (e.g. uvicorn's
+    access log of request URLs)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):

@@ -18,6 +18,8 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,16 +73,37 @@ class Capacity:
 
 
 class EngineWorker:
-    """The one thread that touches the engine (it is not thread-safe)."""
+    """The one thread that touches the engine (it is not thread-safe).
 
-    def __init__(self) -> None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="engine"
-        )
+    Jobs run in submission order.  The thread is a daemon: a server that stops while the
+    model is still loading exits at once instead of waiting for the load to finish."""
+
+    def __init__(self, name: str = "engine") -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            future, fn, args = job
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled before it started
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+        """Queue fn without waiting (used for cleanup that must run after queued work)."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._jobs.put((future, fn, args))
+        return future
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, fn, *args)
+        return await asyncio.wrap_future(self.submit(fn, *args))
 
     async def timed(self, fn: Callable[..., T], *args: Any) -> tuple[T, float]:
         """Run fn on the worker; also return the time it took on the worker itself."""
@@ -92,12 +115,12 @@ class EngineWorker:
 
         return await self.call(run)
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
-        """Queue fn without waiting (used for cleanup that must run after queued work)."""
-        return self._pool.submit(fn, *args)
-
     def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=False)
+        """Stop after the jobs already queued."""
+        self._jobs.put(None)
+
+
+_Job = tuple["concurrent.futures.Future[Any]", Callable[..., Any], tuple[Any, ...]]
 
 
 @dataclass
