@@ -134,7 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench_server.add_arguments(bs)
     bs.set_defaults(func=cmd_bench_server)
     be = bench_sub.add_parser(
-        "engine", help="model step time, real-time factor, memory (engine bench)"
+        "engine",
+        help="model step time, real-time factor, memory (engine bench; --help for its flags)",
+        add_help=False,  # --help goes to the engine bench's own parser
+        prefix_chars="\0",  # every argument, flags included, is passed through verbatim
     )
     be.add_argument("engine_args", nargs=argparse.REMAINDER, help="passed to the engine bench")
     be.set_defaults(func=cmd_bench_engine)

@@ -102,14 +102,20 @@ class Metrics:
             buckets=_PROMPT_BUCKETS,
             registry=r,
         )
+        self.step_cpu_seconds = Counter(
+            "personaplex_step_cpu_seconds",
+            "CPU time of the engine thread inside model steps",
+            registry=r,
+        )
         self.frames_total = Counter(
             "personaplex_frames", "Frames processed by the model", registry=r
         )
         r.register(_GpuMemoryCollector())
         self._rtf: float | None = None
 
-    def observe_step(self, seconds: float) -> None:
+    def observe_step(self, seconds: float, cpu_seconds: float = 0.0) -> None:
         self.step_seconds.observe(seconds)
+        self.step_cpu_seconds.inc(cpu_seconds)
         self.frames_total.inc()
         if seconds > FRAME_SECONDS:
             self.late_frames.inc()

@@ -105,13 +105,14 @@ class EngineWorker:
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.wrap_future(self.submit(fn, *args))
 
-    async def timed(self, fn: Callable[..., T], *args: Any) -> tuple[T, float]:
-        """Run fn on the worker; also return the time it took on the worker itself."""
+    async def timed(self, fn: Callable[..., T], *args: Any) -> tuple[T, float, float]:
+        """Run fn on the worker; also return its wall time and the worker thread's CPU
+        time, both measured on the worker itself (queueing excluded)."""
 
-        def run() -> tuple[T, float]:
-            t0 = time.perf_counter()
+        def run() -> tuple[T, float, float]:
+            c0, t0 = time.thread_time(), time.perf_counter()
             result = fn(*args)
-            return result, time.perf_counter() - t0
+            return result, time.perf_counter() - t0, time.thread_time() - c0
 
         return await self.call(run)
 
@@ -297,10 +298,10 @@ class ChatSession:
                 )
             frame = await self._frames.get()
             try:
-                out, seconds = await self.worker.timed(session.step, frame)
+                out, seconds, cpu_seconds = await self.worker.timed(session.step, frame)
             except Exception as exc:
                 raise _engine_error(exc, starting=False) from exc
-            self.metrics.observe_step(seconds)
+            self.metrics.observe_step(seconds, cpu_seconds)
             self.stats.frames_stepped += 1
             if out.pcm is not None:
                 opus = self._encoder.encode(out.pcm)
