@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PLAYBOOK = Path(__file__).with_name("playbook.yml")
+PLAYBOOK = Path(__file__).with_name("nvidia_run_role_check.yml")
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 
 
