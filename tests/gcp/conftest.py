@@ -9,7 +9,9 @@ records every call so tests can assert which calls were (or were not) made.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -187,3 +189,25 @@ def run_module(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[st
 
 
 AUTH = {"project": "my-voice-project", "auth_kind": "accesstoken", "access_token": "ya29.test-token"}
+
+
+ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
+
+
+@pytest.fixture
+def inventory(tmp_path: Path) -> Path:
+    """A localhost inventory next to the project's real group_vars (so gcp.yml is loaded as in use)."""
+    (tmp_path / "group_vars").symlink_to(REPO / "inventory" / "group_vars")
+    hosts = tmp_path / "hosts.yml"
+    hosts.write_text("all:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
+                     "      ansible_python_interpreter: \"{{ ansible_playbook_python }}\"\n")
+    return hosts
+
+
+def run_playbook(playbook: str, inventory: Path, home: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GCP_", "GOOGLE_", "CLOUDSDK_", "HF_", "ANSIBLE_"))}
+    env.update(HOME=str(home), ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_LOCAL_TEMP=str(home / "tmp"), ANSIBLE_REMOTE_TEMP=str(home / "tmp"),
+               GCE_METADATA_HOST="127.0.0.1:9", GCE_METADATA_IP="127.0.0.1:9")
+    cmd = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(REPO / "playbooks" / playbook), *extra]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)

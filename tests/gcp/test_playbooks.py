@@ -9,34 +9,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import ANSIBLE_PLAYBOOK, REPO, run_playbook
 
-ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 PLAYBOOKS = ["preflight.yml", "provision.yml", "plan.yml", "power.yml", "teardown.yml",
              "../tests/gcp/real_cloud/test_real_cloud.yml"]
-
-
-@pytest.fixture
-def inventory(tmp_path: Path) -> Path:
-    """A localhost inventory next to the project's real group_vars (so gcp.yml is loaded as in use)."""
-    (tmp_path / "group_vars").symlink_to(REPO / "inventory" / "group_vars")
-    hosts = tmp_path / "hosts.yml"
-    hosts.write_text("all:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
-                     "      ansible_python_interpreter: \"{{ ansible_playbook_python }}\"\n")
-    return hosts
-
-
-def run_playbook(playbook: str, inventory: Path, home: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GCP_", "GOOGLE_", "CLOUDSDK_", "HF_", "ANSIBLE_"))}
-    env.update(HOME=str(home), ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_LOCAL_TEMP=str(home / "tmp"), ANSIBLE_REMOTE_TEMP=str(home / "tmp"),
-               GCE_METADATA_HOST="127.0.0.1:9", GCE_METADATA_IP="127.0.0.1:9")
-    cmd = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(REPO / "playbooks" / playbook), *extra]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 CIDRS = ["-e", json.dumps({"gcp_project": "my-voice-project", "gcp_admin_cidrs": ["203.0.113.7/32"],
@@ -73,8 +51,16 @@ def test_plan_without_credentials_writes_the_default_plan(inventory, tmp_path):
         ({"gcp_profile": "l4", "gcp_zone": "us-central1-f"}, "gcp_zone: 'us-central1-f' has no nvidia-l4 GPU"),
     ],
 )
-@pytest.mark.parametrize("playbook", ["provision.yml", "preflight.yml"])
-def test_bad_input_stops_before_any_api_call(inventory, tmp_path, playbook, extra, expected):
+def test_bad_input_stops_before_any_api_call(inventory, tmp_path, extra, expected):
+    check_bad_input_stops_early("provision.yml", inventory, tmp_path, extra, expected)
+
+
+def test_preflight_also_validates_first(inventory, tmp_path):
+    check_bad_input_stops_early("preflight.yml", inventory, tmp_path, {"gcp_profile": "l4", "gcp_zone": "us-central1-f"},
+                                "gcp_zone: 'us-central1-f' has no nvidia-l4 GPU")
+
+
+def check_bad_input_stops_early(playbook, inventory, tmp_path, extra, expected):
     settings = {"gcp_project": "my-voice-project", "gcp_admin_cidrs": ["203.0.113.7/32"], "gcp_client_cidrs": ["198.51.100.0/24"]}
     settings.update(extra)
     proc = run_playbook(playbook, inventory, tmp_path, "-e", json.dumps(settings))
