@@ -148,3 +148,17 @@ def test_cost_adds_up_and_credit_days(tables):
     assert cost["price_table_date"] == str(prices["date"]) and "cloud.google.com" in cost["price_table_source"]
     spot = estimate(prices, "t4", True, "pd-balanced", 100, 17, 300)
     assert spot["running_per_hour"] < cost["running_per_hour"]
+
+
+def test_docs_quote_the_price_table(tables):
+    """docs/instances-and-costs.md must show the table's date and hourly figures (one source of prices)."""
+    from conftest import REPO
+
+    doc = (REPO / "docs" / "instances-and-costs.md").read_text()
+    prices = tables["prices"]
+    assert str(prices["date"]) in doc
+    for name, row in prices["profiles"].items():
+        on_demand = float(row["machine_on_demand"]) + float(row["gpu_on_demand"])
+        spot = float(row["machine_spot"]) + float(row["gpu_spot"])
+        line = next(ln for ln in doc.splitlines() if ln.startswith(f"| {name} | {on_demand:.3f} |"))
+        assert f"| {spot:.3f} |" in line, line
