@@ -111,7 +111,7 @@ def _pages(client: GcpClient, url: str, params: dict[str, Any] | None = None) ->
 
 def find(params: dict[str, Any], client: GcpClient) -> dict[str, Any]:
     project, deployment, marker = params["project"], params["deployment"], params["marker"]
-    label_filter = f"(labels.app = personaplex) AND (labels.deployment = {deployment})"
+    label_filter = f'(labels.app = "personaplex") AND (labels.deployment = "{deployment}")'
     instances = []
     agg = client.get(f"{COMPUTE}/projects/{project}/aggregated/instances", params={"filter": label_filter}) or {}
     for scope in (agg.get("items") or {}).values():

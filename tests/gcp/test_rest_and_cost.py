@@ -113,7 +113,7 @@ def test_finder_matches_labels_and_markers_only(transport, run_module):
     assert [a["name"] for a in result["addresses"]] == ["personaplex-ip"]
     assert result["firewalls"] == ["personaplex-allow-ssh", "personaplex-allow-voice"]
     assert result["buckets"] == ["w1"] and result["service_accounts"] == []
-    assert "labels.deployment+%3D+personaplex" in transport.calls[0]["url"] or "labels.deployment%20%3D%20personaplex" in transport.calls[0]["url"]
+    assert "labels.deployment+%3D+%22personaplex%22" in transport.calls[0]["url"]
     assert transport.writes() == []
 
 
