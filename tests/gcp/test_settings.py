@@ -218,3 +218,23 @@ def test_plan_module_reports_profile_change_of_existing_vm(settings, tables, tra
     vm_plan = next(r for r in plan["resources"] if r["type"] == "compute.instance")
     assert vm_plan["action"] == "update"
     assert any("n1-standard-4 -> g2-standard-4" in c for c in vm_plan["changes"])
+
+
+def test_plan_module_lists_firewall_and_bucket_drift(settings, tables, transport, run_module):
+    transport.add("GET", r"/global/firewalls/personaplex-allow-voice$", body={
+        "name": "personaplex-allow-voice", "sourceRanges": ["0.0.0.0/0"], "targetTags": ["personaplex-voice"],
+        "allowed": [{"IPProtocol": "tcp", "ports": ["8998"]}]})
+    transport.add("GET", r"/storage/v1/b/my-voice-project-personaplex-weights$", body={
+        "name": "my-voice-project-personaplex-weights", "labels": {"app": "personaplex", "deployment": "personaplex", "managed-by": "ansible"},
+        "iamConfiguration": {"uniformBucketLevelAccess": {"enabled": True}, "publicAccessPrevention": "inherited"}})
+    transport.add("GET", r".*", status=404, body={"error": {"code": 404, "message": "not found"}})
+    transport.add("POST", r":getIamPolicy$", body={"etag": "x", "bindings": []})
+    args = dict(settings=settings, read_state="always", **tables, **AUTH)
+    args.pop("project")
+    plan = run_module(gcp_deployment_plan, args)["plan"]
+    by_name = {r["name"]: r for r in plan["resources"]}
+    voice = by_name["personaplex-allow-voice"]
+    assert voice["action"] == "update" and voice["changes"] == ["source_ranges ['0.0.0.0/0'] -> ['198.51.100.0/24']"]
+    bucket = by_name["my-voice-project-personaplex-weights"]
+    assert bucket["action"] == "update" and bucket["changes"] == ["public access prevention inherited -> enforced"]
+    assert by_name["personaplex-allow-ssh"]["action"] == "create"
