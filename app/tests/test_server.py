@@ -434,3 +434,19 @@ def test_index_without_ui_says_how_to_connect(live_server, tmp_path: Path):
     srv, _ = start(live_server, static_dir=tmp_path / "missing")
     status, body = srv.get("/")
     assert status == 200 and b"/api/chat" in body and b"personaplex-server client" in body
+
+
+def test_libopus_reply_encoder_round_trip(live_server):
+    pytest.importorskip("av")
+    srv, _ = start(live_server, opus_encoder="libopus", opus_complexity=0)
+    with chat(srv) as ws:
+        assert ws.recv(timeout=5) == protocol.HANDSHAKE
+        frames = opus_frames(0.8)
+        for page in frames:
+            ws.send(protocol.audio(page))
+        decoder, samples = OpusDecoder(), 0
+        while samples < (len(frames) - 1) * 1920:
+            m = ws.recv(timeout=5)
+            if m[0] == protocol.Kind.AUDIO:
+                samples += decoder.decode(m[1:]).size
+    assert samples == (len(frames) - 1) * 1920

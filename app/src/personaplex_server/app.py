@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from starlette.requests import HTTPConnection
 
 from . import __version__
+from .audio import OpusEncoder, PcmEncoder, make_encoder_factory
 from .config import Settings
 from .engine_api import EngineFactory, EngineLike, SamplingParams, load_real_engine
 from .metrics import Metrics
@@ -29,6 +30,7 @@ class AppState:
     engine_factory: EngineFactory
     sampling_cls: Callable[..., Any] | None
     on_load_failure: Callable[[BaseException], None] | None
+    encoder_factory: Callable[[int], PcmEncoder] = OpusEncoder
     metrics: Metrics = field(default_factory=Metrics)
     worker: EngineWorker | None = None
     capacity: Capacity = field(default_factory=lambda: Capacity(1))
@@ -50,6 +52,13 @@ async def _load_engine(state: AppState) -> None:
     settings = state.settings
     t0 = time.perf_counter()
     try:
+        state.encoder_factory = make_encoder_factory(
+            settings.opus_encoder,
+            settings.opus_complexity,
+            settings.opus_bitrate,
+            settings.opus_application,
+        )
+        state.encoder_factory(24000)  # fail now, not on the first client, if unusable
         engine = await state.worker.call(state.engine_factory, settings)
         if state.sampling_cls is None:
             if state.engine_factory is load_real_engine:

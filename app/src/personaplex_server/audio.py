@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import sphn
@@ -38,6 +40,29 @@ class OpusEncoder:
     def encode(self, pcm: np.ndarray) -> bytes:
         data: bytes = self._writer.append_pcm(np.ascontiguousarray(pcm, dtype=np.float32))
         return data
+
+
+class PcmEncoder(Protocol):
+    def encode(self, pcm: np.ndarray) -> bytes: ...
+
+
+def make_encoder_factory(
+    kind: str,
+    complexity: int = 3,
+    bitrate: int = 24000,
+    application: str = "voip",
+) -> Callable[[int], PcmEncoder]:
+    """A factory of per-session Ogg/Opus encoders (sample rate -> encoder)."""
+    if kind == "sphn":
+        return OpusEncoder
+    if kind == "libopus":
+        from .ogg_opus import LibopusOggEncoder
+
+        def factory(sample_rate: int) -> PcmEncoder:
+            return LibopusOggEncoder(sample_rate, complexity, application, bitrate)
+
+        return factory
+    raise ValueError(f"unknown opus encoder {kind!r} (sphn or libopus)")
 
 
 class Framer:

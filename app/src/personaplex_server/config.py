@@ -63,6 +63,22 @@ class Settings(BaseSettings):
     use_compile: bool = Field(True, description="Use torch.compile where it helps.")
     warmup: bool = Field(True, description="Run a few model steps before reporting ready.")
 
+    # --- audio codec -----------------------------------------------------------------
+    opus_encoder: Literal["sphn", "libopus"] = Field(
+        "sphn",
+        description="Reply encoder: sphn (as the official server; libopus complexity 10) or "
+        "libopus via PyAV with the settings below (about half the CPU or less).",
+    )
+    opus_complexity: int = Field(
+        3, ge=0, le=10, description="libopus encoder complexity (opus_encoder=libopus)."
+    )
+    opus_bitrate: int = Field(
+        24000, ge=6000, le=510000, description="libopus bitrate in bit/s (opus_encoder=libopus)."
+    )
+    opus_application: Literal["voip", "audio", "lowdelay"] = Field(
+        "voip", description="libopus application mode (opus_encoder=libopus)."
+    )
+
     # --- sessions --------------------------------------------------------------------
     max_sessions: int = Field(1, ge=1, le=64, description="Concurrent conversations.")
     max_queued_frames: int = Field(

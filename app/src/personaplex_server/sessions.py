@@ -29,7 +29,7 @@ import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from . import protocol
-from .audio import Framer, OpusDecodeError, OpusDecoder, OpusEncoder
+from .audio import Framer, OpusDecodeError, OpusDecoder, PcmEncoder
 from .engine_api import EngineLike, EngineSessionLike
 from .errors import (
     BadMessage,
@@ -126,6 +126,7 @@ _Job = tuple["concurrent.futures.Future[Any]", Callable[..., Any], tuple[Any, ..
 
 @dataclass
 class SessionLimits:
+    encoder_factory: Callable[[int], PcmEncoder]
     max_message_bytes: int
     max_queued_frames: int
     prompt_timeout_s: float
@@ -170,7 +171,7 @@ class ChatSession:
         self._frames: asyncio.Queue[np.ndarray] = asyncio.Queue(limits.max_queued_frames)
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue(OUTBOX_LIMIT)
         self._decoder = OpusDecoder(engine.sample_rate)
-        self._encoder = OpusEncoder(engine.sample_rate)
+        self._encoder = limits.encoder_factory(engine.sample_rate)
         self._framer = Framer(engine.frame_size)
         self._started = False  # handshake sent: audio from now on is conversation input
         self._opened: list[EngineSessionLike] = []

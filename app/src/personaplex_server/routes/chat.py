@@ -87,6 +87,7 @@ async def chat(ws: WebSocket) -> None:
             params,
             sampling,
             SessionLimits(
+                encoder_factory=state.encoder_factory,
                 max_message_bytes=settings.max_message_bytes,
                 max_queued_frames=settings.max_queued_frames,
                 prompt_timeout_s=settings.prompt_timeout_s,
