@@ -45,14 +45,14 @@ at ``http://127.0.0.1:PORT/`` the stand-in for
 with ``gpg --batch`` at build time, private part kept under the build directory) signs
 them all.
 
-The default spec is ``standin_apt_repo.yml`` next to this file (see its header for the
-format). The build directory name is a hash of the spec, this script and the kernel
+The default spec is ``standin_apt_repo/packages.yml`` next to this file (see its header
+for the format). The build directory name is a hash of the spec, this script and the kernel
 release, so a finished build is reused; concurrent callers serialise on a lock file and
 a build is moved into place only when complete. ``{kernel_release}`` in a package name or
 file path is replaced by ``--kernel-release`` (default: this machine's ``uname -r``, which
 is also the kernel a container on this machine sees).
 
-``molecule/shared/standin_apt_repo_serve.yml`` is a task file that a scenario's prepare
+``molecule/shared/tasks/standin_apt_repo_serve.yml`` is a task file that a scenario's prepare
 playbook includes to build the repositories on the control node, copy them into the
 instance and serve them with a transient systemd unit running ``python3 -m http.server``.
 
@@ -67,8 +67,8 @@ import fcntl
 import gzip
 import hashlib
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -80,7 +80,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_SPEC = HERE / "standin_apt_repo.yml"
+DEFAULT_SPEC = HERE / "standin_apt_repo" / "packages.yml"
 DEFAULT_OUT_ROOT = HERE.parent.parent / ".work" / "standin-apt"
 KEY_DIR = "keys"
 KEY_BASENAME = "standin-archive-keyring"
@@ -151,7 +151,9 @@ def _parse_file(raw: Mapping[str, Any], where: str, variables: Mapping[str, str]
         raise SpecError(f"{where}: file path '{path}' must be absolute")
     kinds = [k for k in ("text", "stub", "keyring", "elf_lib", "symlink") if k in raw]
     if len(kinds) != 1:
-        raise SpecError(f"{where}: give exactly one of text, stub, keyring, elf_lib, symlink for {path}")
+        raise SpecError(
+            f"{where}: give exactly one of text, stub, keyring, elf_lib, symlink for {path}"
+        )
     kind = kinds[0]
     value = _subst(str(raw[kind]), variables)
     mode = int(str(raw.get("mode", "0755" if kind == "stub" else "0644")), 8)
@@ -189,7 +191,10 @@ def parse_spec(raw: Mapping[str, Any], variables: Mapping[str, str]) -> list[Rep
                         description=_subst(str(_require(p_raw, "description", p_where)), pvars),
                         depends=[_subst(str(d), pvars) for d in p_raw.get("depends", [])],
                         provides=[_subst(str(d), pvars) for d in p_raw.get("provides", [])],
-                        files=[_parse_file(f, f"{p_where} {name}", pvars) for f in p_raw.get("files", [])],
+                        files=[
+                            _parse_file(f, f"{p_where} {name}", pvars)
+                            for f in p_raw.get("files", [])
+                        ],
                         conffiles=[_subst(str(c), pvars) for c in p_raw.get("conffiles", [])],
                         section=str(p_raw.get("section", "multiverse/devel")),
                     )
@@ -252,7 +257,7 @@ def _stub_script(name: str, behaviour: str) -> str:
                     elif a == "--output" and i + 1 < len(args):
                         out = args[i + 1]
                 spec = (
-                    "---\\n# STAND-IN CDI spec written by the stand-in nvidia-ctk (no GPU devices)\\n"
+                    "---\\n# STAND-IN CDI spec from the stand-in nvidia-ctk (no GPU devices)\\n"
                     "cdiVersion: 0.5.0\\nkind: nvidia.com/gpu\\ndevices:\\n"
                     "  - name: all\\n    containerEdits: {{}}\\ncontainerEdits: {{}}\\n"
                 )
@@ -311,13 +316,25 @@ class Builder:
         env = {**os.environ, "GNUPGHOME": str(self.gnupghome)}
         uid = "Stand-in NVIDIA archive key (TEST ONLY) <standin-apt@invalid>"
         _run(
-            ["gpg", "--batch", "--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", "never"],
+            [
+                "gpg",
+                "--batch",
+                "--passphrase",
+                "",
+                "--quick-gen-key",
+                uid,
+                "ed25519",
+                "sign",
+                "never",
+            ],
             env=env,
         )
         self.key_asc = _run(["gpg", "--batch", "--armor", "--export"], env=env).stdout
         self.key_gpg = _run(["gpg", "--batch", "--export"], env=env).stdout
         listing = _run(["gpg", "--batch", "--with-colons", "--list-keys"], env=env).stdout.decode()
-        self.fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+        self.fingerprint = next(
+            line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")
+        )
         keys = self.workdir / "out" / KEY_DIR
         keys.mkdir(parents=True)
         (keys / f"{KEY_BASENAME}.asc").write_bytes(self.key_asc)
@@ -325,9 +342,38 @@ class Builder:
 
     def sign(self, release: Path) -> None:
         env = {**os.environ, "GNUPGHOME": str(self.gnupghome)}
-        base = ["gpg", "--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase", "", "--digest-algo", "SHA256"]
-        _run([*base, "--clearsign", "-o", str(release.parent / "InRelease"), str(release)], env=env)
-        _run([*base, "--armor", "--detach-sign", "-o", str(release.parent / "Release.gpg"), str(release)], env=env)
+        base = [
+            "gpg",
+            "--batch",
+            "--yes",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+            "--digest-algo",
+            "SHA256",
+        ]
+        _run(
+            [
+                *base,
+                "--clearsign",
+                "-o",
+                str(release.parent / "InRelease"),
+                str(release),
+            ],
+            env=env,
+        )
+        _run(
+            [
+                *base,
+                "--armor",
+                "--detach-sign",
+                "-o",
+                str(release.parent / "Release.gpg"),
+                str(release),
+            ],
+            env=env,
+        )
 
     # -- packages ----------------------------------------------------------
     def build_deb(self, pkg: PackageSpec, dest: Path) -> Path:
@@ -335,7 +381,9 @@ class Builder:
         (tree / "DEBIAN").mkdir()
         marker = tree / "usr" / "share" / "doc" / pkg.name / "STAND-IN"
         marker.parent.mkdir(parents=True)
-        marker.write_text(f"{pkg.name} {pkg.version}: stand-in package for tests, not NVIDIA software\n")
+        marker.write_text(
+            f"{pkg.name} {pkg.version}: stand-in package for tests, not NVIDIA software\n"
+        )
         for entry in pkg.files:
             target = tree / entry.path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -345,7 +393,12 @@ class Builder:
             if entry.kind == "text":
                 target.write_text(entry.value, encoding="utf-8")
             elif entry.kind == "stub":
-                target.write_text(_stub_script(Path(entry.path).name, entry.value).replace("{version}", pkg.version))
+                target.write_text(
+                    # Like the real tools, stubs report the upstream version (no revision).
+                    _stub_script(Path(entry.path).name, entry.value).replace(
+                        "{version}", pkg.version.rsplit("-", 1)[0]
+                    )
+                )
             elif entry.kind == "keyring-gpg":
                 target.write_bytes(self.key_gpg)
             elif entry.kind == "keyring-asc":
@@ -368,22 +421,36 @@ class Builder:
         summary, _, body = pkg.description.strip().partition("\n")
         control.append(f"Description: STAND-IN {summary.strip()}")
         body_lines = [line.strip() for line in body.strip().splitlines() if line.strip()]
-        body_lines.append("Test-only stand-in built by molecule/shared/standin_apt_repo.py; not NVIDIA software.")
+        body_lines.append(
+            "Test-only stand-in built by molecule/shared/standin_apt_repo.py; not NVIDIA software."
+        )
         control.extend(f" {line}" for line in body_lines)
         (tree / "DEBIAN" / "control").write_text("\n".join(control) + "\n", encoding="utf-8")
         if pkg.conffiles:
-            (tree / "DEBIAN" / "conffiles").write_text("\n".join(pkg.conffiles) + "\n", encoding="utf-8")
+            (tree / "DEBIAN" / "conffiles").write_text(
+                "\n".join(pkg.conffiles) + "\n", encoding="utf-8"
+            )
         deb = dest / f"{pkg.name}_{pkg.version.split(':')[-1]}_{pkg.architecture}.deb"
         env = {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
-        _run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(tree), str(deb)], env=env)
+        _run(
+            [
+                "dpkg-deb",
+                "--root-owner-group",
+                "-Zgzip",
+                "--build",
+                str(tree),
+                str(deb),
+            ],
+            env=env,
+        )
         shutil.rmtree(tree)
         return deb
 
     @staticmethod
     def _digests(data: bytes) -> dict[str, str]:
         return {
-            "MD5sum": hashlib.md5(data).hexdigest(),  # noqa: S324 - apt index format, not security
-            "SHA1": hashlib.sha1(data).hexdigest(),  # noqa: S324 - apt index format, not security
+            "MD5sum": hashlib.md5(data, usedforsecurity=False).hexdigest(),
+            "SHA1": hashlib.sha1(data, usedforsecurity=False).hexdigest(),
             "SHA256": hashlib.sha256(data).hexdigest(),
         }
 
@@ -416,7 +483,11 @@ class Builder:
             f"Date: {RELEASE_DATE}",
             "Description: STAND-IN repository for tests; not NVIDIA's",
         ]
-        for algo, header in (("MD5sum", "MD5Sum"), ("SHA1", "SHA1"), ("SHA256", "SHA256")):
+        for algo, header in (
+            ("MD5sum", "MD5Sum"),
+            ("SHA1", "SHA1"),
+            ("SHA256", "SHA256"),
+        ):
             release.append(f"{header}:")
             for name, data in index_files.items():
                 release.append(f" {self._digests(data)[algo]} {len(data):>16} {name}")
@@ -472,10 +543,21 @@ def build(spec_path: Path, out_root: Path, kernel_release: str) -> dict[str, Any
                     "kernel_release": kernel_release,
                 }
             )
-            (workdir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+            (workdir / "manifest.json").write_text(
+                json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8"
+            )
             (workdir / "out").rename(workdir / "www")
             # One archive of the served tree: copying it into an instance is one transfer.
-            _run(["tar", "-C", str(workdir / "www"), "-czf", str(workdir / "www.tar.gz"), "."])
+            _run(
+                [
+                    "tar",
+                    "-C",
+                    str(workdir / "www"),
+                    "-czf",
+                    str(workdir / "www.tar.gz"),
+                    ".",
+                ]
+            )
             workdir.rename(final)
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -486,10 +568,17 @@ def build(spec_path: Path, out_root: Path, kernel_release: str) -> dict[str, Any
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p_build = sub.add_parser("build", help="build or reuse the stand-in repositories; print the JSON manifest")
+    p_build = sub.add_parser(
+        "build",
+        help="build or reuse the stand-in repositories; print the JSON manifest",
+    )
     p_build.add_argument("--spec", type=Path, default=DEFAULT_SPEC, help="spec file (YAML)")
-    p_build.add_argument("--out-root", type=Path, default=DEFAULT_OUT_ROOT, help="where builds are kept")
-    p_build.add_argument("--kernel-release", default=os.uname().release, help="value of {kernel_release}")
+    p_build.add_argument(
+        "--out-root", type=Path, default=DEFAULT_OUT_ROOT, help="where builds are kept"
+    )
+    p_build.add_argument(
+        "--kernel-release", default=os.uname().release, help="value of {kernel_release}"
+    )
     args = parser.parse_args(argv)
     try:
         manifest = build(args.spec.resolve(), args.out_root.resolve(), args.kernel_release)

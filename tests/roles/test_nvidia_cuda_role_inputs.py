@@ -21,7 +21,9 @@ PLAYBOOK = Path(__file__).with_name("nvidia_run_role_check.yml")
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 
 
-def run_role(role: str, extra: dict[str, object]) -> subprocess.CompletedProcess[str]:
+def run_role(
+    role: str, extra: dict[str, object], check: bool = True
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
@@ -29,9 +31,22 @@ def run_role(role: str, extra: dict[str, object]) -> subprocess.CompletedProcess
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_STDOUT_CALLBACK": "default",
     }
-    variables = {"role_under_test": role, "ansible_python_interpreter": sys.executable, **extra}
+    variables = {
+        "role_under_test": role,
+        "ansible_python_interpreter": sys.executable,
+        **extra,
+    }
     return subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "--check", str(PLAYBOOK), "-e", json.dumps(variables)],
+        [
+            str(ANSIBLE_PLAYBOOK),
+            "-i",
+            "localhost,",
+            *(["--check"] if check else []),
+            str(PLAYBOOK),
+            "-e",
+            json.dumps(variables),
+        ],
+        check=False,
         capture_output=True,
         text=True,
         env=env,
@@ -92,7 +107,9 @@ def test_driver_without_gpu_says_so_and_skips(tmp_path: Path) -> None:
     assert "List the GPUs with nvidia-smi" not in result.stdout
 
 
-def test_driver_with_gpu_and_secure_boot_fails_with_instructions(tmp_path: Path) -> None:
+def test_driver_with_gpu_and_secure_boot_fails_with_instructions(
+    tmp_path: Path,
+) -> None:
     result = run_role(
         "nvidia_driver",
         {
@@ -140,3 +157,32 @@ def test_toolkit_disabled_does_nothing() -> None:
     assert recap_ok(result), result.stdout + result.stderr
     assert "not installing the CUDA toolkit" in result.stdout
     assert "Install the CUDA toolkit" not in result.stdout
+
+
+def test_gpu_host_without_module_explains_dkms(tmp_path: Path) -> None:
+    """The GPU-host check path, on a machine without an nvidia module.
+
+    Runs only verify-gpu.yml, outside check mode: on this path it only reads (modinfo,
+    /sys/module/nvidia/version) before it fails, so nothing changes. It must fail with
+    the DKMS hint, not reboot and not call nvidia-smi.
+    """
+    if Path("/sys/module/nvidia").exists():
+        pytest.skip("this machine has an nvidia module loaded")
+    result = run_role(
+        "nvidia_driver",
+        {
+            "role_tasks_from": "verify-gpu",
+            "__nvidia_driver_gpus": ["0000:00:04.0"],
+            "__nvidia_driver_install": False,
+            "__nvidia_driver_preinstalled": False,
+            "nvidia_driver_kernel_headers_packages": ["linux-headers-test"],
+            "nvidia_driver_reboot_allowed": False,
+            "nvidia_driver_reboot_timeout": 1,
+        },
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "No nvidia kernel module is installed" in result.stdout
+    assert "dkms status" in result.stdout
+    assert "Reboot to load" not in result.stdout
+    assert "List the GPUs with nvidia-smi" not in result.stdout

@@ -51,7 +51,9 @@ def manifest() -> dict:
 @pytest.fixture(scope="module")
 def dpkg(host) -> dict[str, tuple[str, str]]:
     """Every package dpkg knows: name -> (version, selection), read with one command."""
-    out = host.check_output("dpkg-query -W -f '${Package} ${Version} ${db:Status-Want} ${db:Status-Status}\\n'")
+    out = host.check_output(
+        "dpkg-query -W -f '${Package} ${Version} ${db:Status-Want} ${db:Status-Status}\\n'"
+    )
     packages = {}
     for line in out.splitlines():
         name, version, want, status = line.split()
@@ -64,7 +66,9 @@ def test_deb822_source_names_repo_and_keyring(host):
     f = host.file(SOURCE)
     assert f.is_file
     fields = dict(
-        line.split(": ", 1) for line in f.content_string.splitlines() if ": " in line and not line.startswith("#")
+        line.split(": ", 1)
+        for line in f.content_string.splitlines()
+        if ": " in line and not line.startswith("#")
     )
     assert fields["Types"] == "deb"
     assert fields["URIs"] == REPO_URL
@@ -74,7 +78,9 @@ def test_deb822_source_names_repo_and_keyring(host):
 
 def test_keyring_from_cuda_keyring_holds_the_repository_key(host, dpkg):
     assert dpkg["cuda-keyring"][0] == "1.1-1"
-    fingerprints = host.check_output(f"gpg --show-keys --with-colons {KEYRING} | grep '^fpr' | cut -d: -f10")
+    fingerprints = host.check_output(
+        f"gpg --show-keys --with-colons {KEYRING} | grep '^fpr' | cut -d: -f10"
+    )
     assert manifest()["keys"]["fingerprint"] in fingerprints.split()
 
 
@@ -85,7 +91,8 @@ def test_one_line_source_from_cuda_keyring_removed(host):
 
 def test_apt_verifies_the_repository_signature(host):
     cmd = host.run(
-        f"apt-get update -o Dir::Etc::sourcelist={SOURCE} -o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0"
+        f"apt-get update -o Dir::Etc::sourcelist={SOURCE}"
+        " -o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0"
     )
     assert cmd.rc == 0, cmd.stderr
     assert "NO_PUBKEY" not in cmd.stdout + cmd.stderr
@@ -124,7 +131,9 @@ def test_nouveau_blacklisted(host):
     f = host.file("/etc/modprobe.d/blacklist-nouveau.conf")
     assert f.is_file
     assert f.mode == 0o644
-    lines = [line.strip() for line in f.content_string.splitlines() if line and not line.startswith("#")]
+    lines = [
+        line.strip() for line in f.content_string.splitlines() if line and not line.startswith("#")
+    ]
     assert "blacklist nouveau" in lines
     assert "options nouveau modeset=0" in lines
 
