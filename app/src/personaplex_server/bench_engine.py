@@ -106,16 +106,20 @@ def build_random_full(config: str, device: str = "auto", max_sessions: int = 1,
     kwargs["dep_q"] = C.AGENT_DEP_Q
     gen = torch.Generator(device=dev).manual_seed(0)
 
-    def materialize(module: nn.Module) -> None:
+    def randomize(module: nn.Module) -> None:
+        # variance-preserving scale: activations stay well inside float16's range
         module.to_empty(device=dev)
         with torch.no_grad():
             for name, p in module.named_parameters():
                 if name.endswith("alpha") or "norm" in name:
                     p.fill_(1.0)
                 elif p.dim() >= 2:
-                    p.normal_(0.0, 0.02, generator=gen)
+                    p.normal_(0.0, 0.5 / p.shape[-1] ** 0.5, generator=gen)
                 else:
                     p.zero_()
+
+    def materialize(module: nn.Module) -> None:
+        randomize(module)
         _finish_module(module, dev, dtype, quant, quantize_now=True)
 
     lm = LMModel(device="meta", dtype=dtype, **kwargs)
@@ -124,13 +128,7 @@ def build_random_full(config: str, device: str = "auto", max_sessions: int = 1,
     for _, child in lm.named_children():
         if child is lm.transformer or child is lm.depformer:
             continue
-        child.to_empty(device=dev)
-        with torch.no_grad():
-            for name, p in child.named_parameters():
-                if name.endswith("alpha") or "norm" in name:
-                    p.fill_(1.0)
-                else:
-                    p.normal_(0.0, 0.02, generator=gen)
+        randomize(child)
         _finish_module(child, dev, dtype, quant, quantize_now=False)
     if quant != "none":
         quantize_linears(lm, quant)
