@@ -286,6 +286,8 @@ class ChatSession:
             )
         except TimeoutError:
             raise SessionError("the prompt phase took too long; try again later") from None
+        except Exception as exc:  # e.g. a prompt longer than the model's context
+            raise _engine_error(exc) from exc
         self.stats.prompt_s = time.perf_counter() - t0
         self.metrics.prompt_seconds.observe(self.stats.prompt_s)
         self._started = True
