@@ -8,6 +8,8 @@ import json
 
 import pytest
 
+testinfra_hosts = ["podman://molecule-docker-distro"]
+
 DAEMON_JSON = "/etc/docker/daemon.json"
 TEST_IMAGE = "molecule-local/busybox:test"
 
