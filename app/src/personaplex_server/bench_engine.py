@@ -58,6 +58,13 @@ class BenchResult:
     allocated_gib: float | None
     error: str | None = None
 
+    @classmethod
+    def failed(cls, config: str, device: str, error: str) -> BenchResult:
+        dtype, quant = CONFIGS.get(config, ("?", "?"))
+        nan = float("nan")
+        return cls(config, device, None, dtype, quant, 0, 0.0, 0, 0.0, nan, nan, nan, nan, nan,
+                   nan, 0, None, None, error=error[:500])
+
 
 def _percentile(xs: list[float], q: float) -> float:
     s = sorted(xs)
@@ -253,10 +260,7 @@ def bench(
             results.append(bench_one(engine, config, frames, warmup_frames, load_s))
         except Exception as exc:  # one config failing must not hide the others
             log.exception("config %s failed", config)
-            results.append(BenchResult(
-                config, device, None, dtype, quant, 0, 0, 0, 0, *([float("nan")] * 6), 0,
-                None, None, error=f"{type(exc).__name__}: {exc}"[:500],
-            ))
+            results.append(BenchResult.failed(config, device, f"{type(exc).__name__}: {exc}"))
         finally:
             del engine
             gc.collect()
@@ -268,7 +272,7 @@ def bench(
 def format_table(results: Sequence[BenchResult]) -> str:
     head = ("config", "device", "frames", "p50 ms", "p95 ms", "p99 ms", "max ms", "RTF",
             "late", "peak GiB", "prompt s", "load s")
-    rows = [head]
+    rows: list[tuple[str, ...]] = [head]
     for r in results:
         if r.error:
             rows.append((r.config, r.device, "error: " + r.error[:60], *[""] * 9))

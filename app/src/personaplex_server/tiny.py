@@ -39,7 +39,7 @@ _WORDS = _TEXT.split()
 def tiny_lm_kwargs(context: int = 3000) -> dict[str, Any]:
     from moshi.models import loaders
 
-    kw = dict(loaders._lm_kwargs)
+    kw: dict[str, Any] = dict(loaders._lm_kwargs)
     kw.update(
         dim=32, num_heads=2, num_layers=2, text_card=TINY_VOCAB, context=context,
         depformer_dim=16, depformer_dim_feedforward=int(4.125 * 16), depformer_num_heads=2,
@@ -139,7 +139,8 @@ def generate(out_dir: Path, seed: int = 0, context: int = 3000) -> Path:
     with torch.no_grad():
         lm = LMModel(device="cpu", dtype=torch.float32, **lm_kwargs)
         # make the output heads confident enough that sampling is not uniform noise
-        for lin in [*list(lm.linears), lm.text_linear]:
+        for lin in [*lm.linears, lm.text_linear]:
+            assert isinstance(lin, torch.nn.Linear)
             lin.weight.mul_(4.0)
         lm.eval()
         state = {k: v.to(torch.bfloat16).contiguous() for k, v in lm.state_dict().items()}

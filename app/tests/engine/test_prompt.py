@@ -154,10 +154,10 @@ def test_voice_pt_replay_equals_playing_the_voice(make_engine: Callable[..., Eng
     assert all(torch.equal(a, b) for a, b in zip(rc.columns[8:], rp.columns[8:], strict=True))
     for a, b in zip(rc.logits[-4:], rp.logits[-4:], strict=True):
         torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-3)
-    for a, b in zip(oc, op, strict=True):
-        assert a.text == b.text
-        assert a.pcm is not None and b.pcm is not None
-        np.testing.assert_allclose(a.pcm, b.pcm, atol=1e-4)
+    for x, y in zip(oc, op, strict=True):
+        assert x.text == y.text
+        assert x.pcm is not None and y.pcm is not None
+        np.testing.assert_allclose(x.pcm, y.pcm, atol=1e-4)
 
 
 def test_shipped_voice_files_have_the_fork_format(tiny_dir) -> None:  # type: ignore[no-untyped-def]

@@ -7,6 +7,7 @@ unquantized model, not speed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -50,7 +51,7 @@ def test_quantized_model_tracks_float16(
     assert engine.info["quantize"] == method and engine.info["dtype"] == "float16"
     lm = engine.lm
     assert not [n for n, m in lm.named_modules() if isinstance(m, nn.Linear)]
-    quantized = [m for m in lm.modules() if isinstance(m, cls)]
+    quantized: list[Any] = [m for m in lm.modules() if isinstance(m, cls)]
     # every temporal and depth layer projection, the text head, the depth in/out layers
     assert len(quantized) >= 2 * 4 + 2 * (8 * 2 + 8) + 1 + 8 + 8
     if method == "int8":

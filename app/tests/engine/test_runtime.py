@@ -27,7 +27,12 @@ def _talk(engine: Engine, sampling: SamplingParams, voice: str = "NATM1.pt", n: 
     s.run_prompt()
     outs = [s.step(NOISE[i]) for i in range(n)]
     s.close()
-    return [(o.text, o.pcm.round(5).tobytes() if o.pcm is not None else None) for o in outs]
+    return [_sig(o) for o in outs]
+
+
+def _sig(o: StepOutput) -> tuple[str | None, bytes]:
+    assert o.pcm is not None
+    return o.text, o.pcm.round(5).tobytes()
 
 
 def test_interface(make_engine: Callable[..., Engine]) -> None:
@@ -91,8 +96,8 @@ def test_slots_are_independent(make_engine: Callable[..., Engine]) -> None:
         out_a.append(sa.step(NOISE[i]))
         out_b.append(sb.step(NOISE[i - 1]))
     out_b.append(sb.step(NOISE[3]))
-    got_a = [(o.text, o.pcm.round(5).tobytes()) for o in out_a]
-    got_b = [(o.text, o.pcm.round(5).tobytes()) for o in out_b]
+    got_a = [_sig(o) for o in out_a]
+    got_b = [_sig(o) for o in out_b]
     assert got_a == ref_a
     assert got_b == ref_b
     sa.close()

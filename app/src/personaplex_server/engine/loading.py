@@ -106,7 +106,7 @@ def resolve_files(model_dir: Path) -> ModelFiles:
 # dep_q 16 -> 8
 
 
-def prune_depformer_layer(layer: nn.Module, dep_q: int) -> None:
+def prune_depformer_layer(layer: Any, dep_q: int) -> None:
     """Keep the first ``dep_q`` per-step weights of one depth-transformer layer."""
     attn = layer.self_attn
     if len(attn.in_projs) > 1:
@@ -194,7 +194,7 @@ class SafetensorsStreamWriter:
         if tensor.dtype != dtype or tuple(tensor.shape) != shape:
             raise RuntimeError(f"sliced checkpoint: {name} has {tensor.dtype}{tuple(tensor.shape)}")
         data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
-        self._fh.write(memoryview(data))
+        self._fh.write(data.data)
         self._next += 1
 
     def close(self) -> None:

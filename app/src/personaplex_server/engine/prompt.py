@@ -15,6 +15,7 @@ column 1, hold the model's initial tokens.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -87,9 +88,7 @@ def fork_columns(
 
 
 @torch.no_grad()
-def voice_prompt_embeddings(
-    lm: torch.nn.Module, voice_codes: torch.Tensor
-) -> dict[str, torch.Tensor]:
+def voice_prompt_embeddings(lm: Any, voice_codes: torch.Tensor) -> dict[str, torch.Tensor]:
     """A voice ``.pt`` in the fork's format, made from agent codes ``[F, 8]``.
 
     ``embeddings`` [F-1, 1, 1, dim]: the LM's input embedding of columns 0..F-2 (what the

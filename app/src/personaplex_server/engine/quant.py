@@ -18,6 +18,8 @@ from torch import nn
 class NF4Linear(QLinear):
     """A bias-free linear layer with NF4 weights (bitsandbytes), float16 activations."""
 
+    weight: nn.Parameter
+
     def __init__(self, linear: nn.Linear) -> None:
         nn.Module.__init__(self)  # not QLinear.__init__: that one quantizes to int8
         from bitsandbytes import functional as bnb_f

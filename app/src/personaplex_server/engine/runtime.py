@@ -134,6 +134,8 @@ class Engine:
             self._mimi_states = [self._new_mimi_state() for _ in range(b)]
         self._mimi_active: int | None = None
         self._audio_sampling: tuple[float, int] | None = None
+        if lm.context is None:
+            raise EngineLoadError("the LM has no context length (config.json lacks 'context')")
         context = int(lm.context)
         # T>1 prefill writes keys for masked slots too: keep them off the ring's wrap point
         self.max_frames = context if b == 1 else context - PREFILL_CHUNK
@@ -203,7 +205,7 @@ class Engine:
             "weights_file": loaded.source.name,
             "sliced_weights_written": None if loaded.sliced_written is None
             else str(loaded.sliced_written),
-            "context_frames": int(lm.context),
+            "context_frames": lm.context,
             "frame_size": C.FRAME_SIZE,
             "sample_rate": C.SAMPLE_RATE,
             "cuda_graphs": cfg.use_cuda_graphs and device.type == "cuda" and _cuda_graphs_env_ok(),
@@ -430,17 +432,21 @@ class Engine:
             cols[:, f] = col_f
         n_in = p - 1  # columns fed before the transition step
         dim = lm.dim
-        for start in range(0, n_in, PREFILL_CHUNK):
-            end = min(n_in, start + PREFILL_CHUNK)
-            seq = torch.full((self.batch, lm.num_codebooks, end - start), -1, dtype=torch.long)
-            seq[slot] = cols[:, start:end]
-            sum_cond = None
-            if cond is not None and start < first_token_col:
-                sum_cond = torch.zeros(self.batch, end - start, dim, dtype=cond.dtype,
-                                       device=self.device)
-                upto = min(end, first_token_col)
-                sum_cond[slot, : upto - start] = cond[start:upto]
-            lm.forward_text(seq.to(self.device), sum_cond)
+        # eager: chunk lengths vary with every prompt, compiling them would recompile
+        from moshi.utils.compile import no_compile
+
+        with no_compile():
+            for start in range(0, n_in, PREFILL_CHUNK):
+                end = min(n_in, start + PREFILL_CHUNK)
+                seq = torch.full((self.batch, lm.num_codebooks, end - start), -1, dtype=torch.long)
+                seq[slot] = cols[:, start:end]
+                sum_cond = None
+                if cond is not None and start < first_token_col:
+                    sum_cond = torch.zeros(self.batch, end - start, dim, dtype=cond.dtype,
+                                           device=self.device)
+                    upto = min(end, first_token_col)
+                    sum_cond[slot, : upto - start] = cond[start:upto]
+                lm.forward_text(seq.to(self.device), sum_cond)
         state = self.lm_gen._streaming_state
         assert state is not None
         ct = state.cache.shape[2]
