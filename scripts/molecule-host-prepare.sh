@@ -34,18 +34,21 @@ if [[ ! -f $conf ]] || ! grep -q '^runtime = "runc"' "$conf" || ! grep -q '^defa
 fi
 
 if podman image exists "$IMAGE"; then
-  echo "image $IMAGE exists (cached)"
+  echo "image $IMAGE exists (cached; 'podman rmi $IMAGE' and rerun to rebuild)"
   exit 0
 fi
 
 start=$(date +%s)
 rootfs=$(mktemp -d /var/tmp/molecule-rootfs.XXXXXX)
 trap 'rm -rf "$rootfs"' EXIT
+echo "building $IMAGE (debootstrap bookworm, about a minute on an idle machine)"
 debootstrap --variant=minbase \
   --include=systemd,systemd-sysv,python3,python3-apt,dbus,iproute2,sudo,ca-certificates,gnupg,curl,procps,kmod,pciutils \
   bookworm "$rootfs" >/dev/null
 # Without a machine-id systemd generates one at each boot, which is what we want;
 # make the file exist but empty so tools that expect it find it.
 : >"$rootfs/etc/machine-id"
+# The downloaded .debs are not needed in the image (about 100 MB less to import and store).
+rm -f "$rootfs"/var/cache/apt/archives/*.deb
 tar -C "$rootfs" -c . | podman import --change 'CMD ["/sbin/init"]' - "$IMAGE" >/dev/null
 echo "built $IMAGE in $(($(date +%s) - start)) s"
