@@ -262,6 +262,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="audio file to send (WAV, any rate; resampled to 24 kHz). "
         "Default: a few seconds of a synthetic voice-like tone",
     )
+    parser.add_argument(
+        "--input-seconds",
+        type=float,
+        default=4.0,
+        help="length of the generated test signal when no --input is given",
+    )
     parser.add_argument("--out-dir", type=Path, help="write reply WAV and transcript here")
     parser.add_argument("--voice", help="voice prompt name (see /api/voices)")
     parser.add_argument("--text-prompt", default="", help="persona text (max 1000 chars)")
@@ -318,6 +324,7 @@ def options_from_args(args: argparse.Namespace) -> ClientOptions:
         handshake_timeout_s=args.handshake_timeout,
         tail_seconds=args.tail_seconds,
         linger_seconds=args.linger_seconds,
+        input_seconds=args.input_seconds,
     )
 
 
