@@ -77,6 +77,27 @@ def test_sliced_weights_written_then_loaded_same_outputs(tiny_dir: Path, tmp_pat
     assert _run(first) == _run(second) == _run(plain)
 
 
+def test_checkpoint_without_user_half_weights_loads(tiny_dir: Path, tmp_path: Path,
+                                                    make_engine) -> None:  # type: ignore[no-untyped-def]
+    """Weights only the user's codebooks use may be absent: they are dropped anyway."""
+    from safetensors.torch import load_file, save_file
+
+    from personaplex_server.engine.loading import is_user_half
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_dir, model)
+    state = {k: v.clone() for k, v in load_file(str(model / C.LM_FILE)).items()}
+    dropped = [k for k in state if is_user_half(k) and not k.startswith("linears.")]
+    assert any(".gating.8." in k for k in dropped) and "depformer_emb.7.weight" in dropped
+    save_file({k: v for k, v in state.items() if k not in dropped}, str(model / C.LM_FILE))
+    assert _run(make_engine(model)) == _run(make_engine())
+    # a weight the agent needs is still required
+    del state["depformer_emb.6.weight"]
+    save_file(state, str(model / C.LM_FILE))
+    with pytest.raises(EngineLoadError, match=r"depformer_emb\.6"):
+        make_engine(model)
+
+
 def test_stale_sliced_copy_is_ignored(tiny_dir: Path, tmp_path: Path, make_engine) -> None:  # type: ignore[no-untyped-def]
     model = tmp_path / "m"
     shutil.copytree(tiny_dir, model)

@@ -131,6 +131,22 @@ def prune_lm_root(lm: LMModel, dep_q: int) -> None:
     lm.dep_q = dep_q
 
 
+_STEP_RE = re.compile(r"(?:^|\.)(in_projs|out_projs|gating|linears|depformer_in|depformer_norms)"
+                      r"\.(\d+)\.")
+_EMB_RE = re.compile(r"^depformer_emb\.(\d+)\.")
+
+
+def is_user_half(key: str) -> bool:
+    """A weight only the user's codebooks use (dropped at run time): a checkpoint may lack it."""
+    if (m := _EMB_RE.match(key)) is not None:
+        return int(m.group(1)) >= C.AGENT_DEP_Q - 1
+    m2 = _STEP_RE.search(key)
+    if m2 is None or (m2.group(1) in ("in_projs", "out_projs", "gating")
+                      and not key.startswith("depformer.")):
+        return False
+    return int(m2.group(2)) >= C.AGENT_DEP_Q
+
+
 def checkpoint_dep_q(keys: list[str]) -> int:
     idx = [int(m.group(1)) for k in keys if (m := _LINEARS_RE.match(k))]
     if not idx:
@@ -355,11 +371,17 @@ def _load_blocks(
         in_block.update(sub_keys)
         state = {k[len(prefix):]: f.get_tensor(k) for k in sub_keys}
         try:
-            block.load_state_dict(state, strict=True, assign=True)
-        except RuntimeError as exc:
+            missing, unexpected = block.load_state_dict(state, strict=False, assign=True)
+        except RuntimeError as exc:  # shape mismatches
             raise EngineLoadError(
                 f"checkpoint does not match the model at {prefix}: {exc}"
             ) from exc
+        bad = [k for k in missing if not is_user_half(prefix + k)]
+        if bad or unexpected:
+            raise EngineLoadError(
+                f"checkpoint does not match the model at {prefix}: "
+                f"missing {bad[:5]}, unexpected {list(unexpected)[:5]}"
+            )
         del state
         if prefix.startswith("depformer.") and ck_dep_q > C.AGENT_DEP_Q:
             prune_depformer_layer(block, C.AGENT_DEP_Q)
@@ -372,7 +394,9 @@ def _load_blocks(
     rest = {k: f.get_tensor(k) for k in keys if k not in in_block}
     missing, unexpected = lm.load_state_dict(rest, strict=False, assign=True)
     del rest
-    bad_missing = [k for k in missing if not any(k.startswith(p) for p, _ in blocks)]
+    bad_missing = [
+        k for k in missing if not any(k.startswith(p) for p, _ in blocks) and not is_user_half(k)
+    ]
     if bad_missing or unexpected:
         raise EngineLoadError(
             "checkpoint does not match the PersonaPlex architecture: "
