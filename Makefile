@@ -1,17 +1,27 @@
-# Thin wrappers; each target is safe to rerun. `make help` lists them.
+# Thin wrappers around ansible-playbook, pytest and molecule; each target is safe to rerun.
+# `make help` lists them. Extra ansible-playbook arguments: make deploy ARGS='-e gcp_spot=true'
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 VENV ?= .venv
 PY ?= python3
-BIN := $(VENV)/bin
-export PATH := $(CURDIR)/$(BIN):$(PATH)
+BIN := $(CURDIR)/$(VENV)/bin
+APP_VENV ?= app/.venv
+APP_BIN := $(CURDIR)/$(APP_VENV)/bin
+DEPLOY_TEST_VENV ?= .work/venv-deploy-tests
+ARGS ?=
+TAGS ?=
+INVENTORY ?= inventory/gcp.gcp_compute.yml
+export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+PLAYBOOK := $(BIN)/ansible-playbook $(if $(TAGS),--tags $(TAGS)) $(ARGS)
 
-.PHONY: help setup lint test test-unit test-molecule molecule-host local deploy app-setup app-test app-lint clean
+.PHONY: help setup lint test test-unit test-app test-molecule molecule-host \
+        plan deploy configure local local-destroy start stop teardown clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
+# --- toolchains -------------------------------------------------------------------------
 $(BIN)/ansible-playbook: requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements.txt
@@ -19,17 +29,62 @@ $(BIN)/ansible-playbook: requirements.txt
 
 setup: $(BIN)/ansible-playbook ## control-node toolchain in .venv (pinned, rerunnable)
 
-lint: setup ## yamllint + ansible-lint (production profile) on the whole tree
+# The app's venv: torch (CUDA build from PyPI, also runs on CPU), moshi, the server.
+$(APP_BIN)/personaplex-server: app/pyproject.toml
+	test -x $(APP_BIN)/python || $(PY) -m venv $(APP_VENV)
+	$(APP_BIN)/pip install -q -e 'app[test]'
+	touch $@
+
+$(DEPLOY_TEST_VENV)/bin/pytest: tests/roles_deploy/requirements.txt
+	test -x $(DEPLOY_TEST_VENV)/bin/python || $(PY) -m venv $(DEPLOY_TEST_VENV)
+	$(DEPLOY_TEST_VENV)/bin/pip install -q -r tests/roles_deploy/requirements.txt
+	touch $@
+
+# --- quality ----------------------------------------------------------------------------
+lint: setup $(APP_BIN)/personaplex-server ## yamllint + ansible-lint (production) + ruff/mypy on app/
 	yamllint -s .
 	ansible-lint --profile production
+	cd app && $(APP_BIN)/ruff check . && $(APP_BIN)/ruff format --check . && $(APP_BIN)/mypy src
 
-molecule-host: ## install podman/runc/debootstrap and build the local Debian 12 systemd image (cached)
+test-unit: setup $(DEPLOY_TEST_VENV)/bin/pytest ## pytest: gcp modules/playbooks, role inputs, weights fetching
+	$(BIN)/pytest -q tests/gcp tests/roles
+	$(DEPLOY_TEST_VENV)/bin/pytest -q tests/roles_deploy
+
+test-app: $(APP_BIN)/personaplex-server ## the voice server's tests (CPU, tiny generated model)
+	cd app && NO_TORCH_COMPILE=1 NO_CUDA_GRAPH=1 $(APP_BIN)/pytest -q
+
+molecule-host: ## podman/runc/debootstrap and the local Debian 12 systemd image (cached)
 	scripts/molecule-host-prepare.sh
 
-test-molecule: setup molecule-host ## every Molecule scenario that runs without a GPU or cloud
+test-molecule: setup molecule-host ## every Molecule scenario that needs neither a GPU nor a cloud
 	scripts/run-molecule.sh
 
-test: lint test-molecule ## the whole suite CI runs
+test: lint test-unit test-app test-molecule ## everything CI runs
+
+# --- the product ------------------------------------------------------------------------
+plan: setup ## print the Google Cloud resources and their cost; no API write
+	$(PLAYBOOK) playbooks/plan.yml
+
+deploy: setup ## preflight -> provision -> configure -> smoke test (playbooks/site.yml)
+	$(PLAYBOOK) playbooks/site.yml
+
+configure: setup ## configure.yml alone on INVENTORY (default: the GCP dynamic inventory); repairs drift
+	$(PLAYBOOK) -i $(INVENTORY) playbooks/configure.yml
+
+local: setup ## no cloud: a local systemd container serving the tiny model at https://localhost:8998
+	scripts/local-target.sh $(if $(strip $(TAGS)$(ARGS)),-- $(if $(TAGS),--tags $(TAGS)) $(ARGS))
+
+local-destroy: ## remove the local target's container
+	scripts/local-target.sh --destroy
+
+start: setup ## start the VM again (disk and IP were kept)
+	$(PLAYBOOK) playbooks/power.yml -e gcp_power_state=running
+
+stop: setup ## stop the VM: no GPU or CPU charges while stopped (disk and IP still billed)
+	$(PLAYBOOK) playbooks/power.yml -e gcp_power_state=stopped
+
+teardown: setup ## delete everything created, found by label; keeps the weights bucket
+	$(PLAYBOOK) playbooks/teardown.yml
 
 clean: ## remove virtual environments and generated test data
-	rm -rf $(VENV) app/.venv .work
+	rm -rf $(VENV) $(APP_VENV) .work
