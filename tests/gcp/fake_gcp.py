@@ -1,0 +1,310 @@
+"""A small stateful stand-in for the Google Cloud REST APIs the playbooks call.
+
+It is NOT Google Cloud: it keeps resources in memory, answers in the documented JSON shapes
+(kinds, selfLinks as full www.googleapis.com URLs, operations already DONE, IAM etags), and
+records every call. The playbooks reach it through `sitecustomize/` (put on PYTHONPATH), which
+rewrites requests to *.googleapis.com towards this server inside every Python process that
+Ansible starts: google.cloud's modules and the project's own modules keep their real code path
+(google-auth, requests, the JSON they build) up to the HTTP boundary.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+WWW = "https://www.googleapis.com/compute/v1"
+
+
+class FakeGcp:
+    def __init__(self, project: str) -> None:
+        self.project = project
+        self.compute: dict[str, dict[str, Any]] = {}  # "projects/P/zones/Z/instances/N" -> resource
+        self.services: dict[str, str] = {}
+        self.service_accounts: dict[str, dict[str, Any]] = {}
+        self.project_policy: dict[str, Any] = {"version": 1, "etag": "BwAAAA1", "bindings": [
+            {"role": "roles/owner", "members": ["user:owner@example.com"]}]}
+        self.buckets: dict[str, dict[str, Any]] = {}
+        self.bucket_policies: dict[str, dict[str, Any]] = {}
+        self.oslogin_keys: dict[str, list[str]] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.ids = itertools.count(1000)
+        self.lock = threading.Lock()
+
+    # --- helpers -------------------------------------------------------------------------
+    def writes(self) -> list[tuple[str, str]]:
+        reads = (":getIamPolicy", "/token")
+        return [c for c in self.calls if c[0] != "GET" and not c[1].endswith(reads)]
+
+    def _op(self, target: str, kind: str, scope: str) -> dict[str, Any]:
+        name = f"operation-{next(self.ids)}"
+        op = {"kind": "compute#operation", "name": name, "operationType": kind, "status": "DONE", "progress": 100,
+              "targetLink": f"{WWW}/{target}", "selfLink": f"{WWW}/{scope}/operations/{name}"}
+        self.compute[f"{scope}/operations/{name}"] = op
+        return op
+
+    @staticmethod
+    def _full(project: str, value: str) -> str:
+        value = value.split("/compute/v1/", 1)[-1]
+        if not value.startswith("projects/"):
+            value = f"projects/{project}/{value}"
+        return f"{WWW}/{value}"
+
+    # --- dispatch ------------------------------------------------------------------------
+    def handle(self, method: str, host: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
+        with self.lock:
+            self.calls.append((method, f"{host}{path}"))
+            if host == "oauth2.googleapis.com" and path == "/token":
+                return 200, {"access_token": "ya29.fake", "expires_in": 3600, "token_type": "Bearer"}
+            if host in ("compute.googleapis.com", "www.googleapis.com") and path.startswith("/compute/v1/"):
+                return self.handle_compute(method, path[len("/compute/v1/"):], query, body)
+            if host == "serviceusage.googleapis.com":
+                return self.handle_serviceusage(method, path)
+            if host == "iam.googleapis.com":
+                return self.handle_iam(method, path, body)
+            if host == "cloudresourcemanager.googleapis.com":
+                return self.handle_crm(path, body)
+            if host == "storage.googleapis.com":
+                return self.handle_storage(method, path, query, body)
+            if host == "oslogin.googleapis.com":
+                return self.handle_oslogin(method, unquote(path), body)
+            return 404, _error(404, f"fake: no route for {method} {host}{path}")
+
+    def handle_compute(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
+        m = re.match(r"^projects/([^/]+)/aggregated/instances$", path)
+        if m and method == "GET":
+            wanted = dict(re.findall(r'labels\.([\w-]+) = "([^"]*)"', query.get("filter", [""])[0]))
+            items: dict[str, Any] = {}
+            for key, res in self.compute.items():
+                if "/instances/" in key and all(res.get("labels", {}).get(k) == v for k, v in wanted.items()):
+                    zone = key.split("/")[3]
+                    items.setdefault(f"zones/{zone}", {"instances": []})["instances"].append(res)
+            return 200, {"kind": "compute#instanceAggregatedList", "items": items}
+        m = re.match(r"^(projects/[^/]+/(?:global|regions/[^/]+|zones/[^/]+))/(instances|firewalls|addresses)$", path)
+        if m:
+            scope, collection = m.groups()
+            if method == "GET":
+                items = [r for k, r in self.compute.items() if k.startswith(f"{scope}/{collection}/")]
+                flt = query.get("filter", [""])[0]
+                name = re.match(r"^name = (\S+)$", flt)
+                if name:
+                    items = [r for r in items if r["name"] == name.group(1)]
+                return 200, {"kind": f"compute#{collection[:-1]}List", "items": items}
+            if method == "POST":
+                return self.insert(scope, collection, body)
+        m = re.match(r"^(projects/[^/]+/(?:global|regions/[^/]+|zones/[^/]+))/(instances|firewalls|addresses|operations)/([^/]+)$", path)
+        if m:
+            scope, collection, name = m.groups()
+            key = f"{scope}/{collection}/{name}"
+            if key not in self.compute:
+                return 404, _error(404, f"The resource '{key}' was not found")
+            if method == "GET":
+                return 200, self.compute[key]
+            if method == "DELETE":
+                del self.compute[key]
+                return 200, self._op(key, "delete", scope)
+            if method == "PATCH":
+                self.compute[key].update(body or {})
+                self.compute[key]["network"] = self._full(self.project, self.compute[key].get("network", "global/networks/default"))
+                return 200, self._op(key, "patch", scope)
+        m = re.match(r"^(projects/[^/]+/zones/[^/]+)/instances/([^/]+)/(\w+)$", path)
+        if m:
+            scope, name, verb = m.groups()
+            key = f"{scope}/instances/{name}"
+            vm = self.compute.get(key)
+            if vm is None:
+                return 404, _error(404, f"The resource '{key}' was not found")
+            if verb == "getGuestAttributes":
+                return 200, {"kind": "compute#guestAttributes", "queryPath": "hostkeys/", "queryValue": {"items": [
+                    {"namespace": "hostkeys", "key": "ssh-ed25519", "value": "AAAAC3NzaC1lZDI1NTE5AAAAIFakeHostKeyForTests"}]}}
+            return self.instance_action(scope, key, vm, verb, body or {})
+        return 404, _error(404, f"fake compute: no route for {method} {path}")
+
+    def insert(self, scope: str, collection: str, body: dict[str, Any]) -> tuple[int, Any]:
+        key = f"{scope}/{collection}/{body['name']}"
+        if key in self.compute:
+            return 409, _error(409, f"The resource '{key}' already exists", "ALREADY_EXISTS")
+        res = json.loads(json.dumps(body))
+        res.update(kind=f"compute#{collection[:-1]}", id=str(next(self.ids)), selfLink=f"{WWW}/{key}",
+                   creationTimestamp="2026-11-27T07:00:00.000-08:00")
+        if collection == "addresses":
+            res.update(address="203.0.113.50", status="RESERVED", region=f"{WWW}/{scope}")
+        if collection == "firewalls":
+            res.setdefault("priority", 1000)
+            res["network"] = self._full(self.project, res.get("network", "global/networks/default"))
+        if collection == "instances":
+            zone = scope.split("/")[-1]
+            res.update(status="RUNNING", zone=f"{WWW}/{scope}",
+                       machineType=self._full(self.project, res["machineType"]))
+            builtin = {"g2-standard-4": "nvidia-l4", "a2-highgpu-1g": "nvidia-tesla-a100"}.get(res["machineType"].rsplit("/", 1)[-1])
+            if builtin:
+                res["guestAccelerators"] = [{"acceleratorType": f"{WWW}/projects/{self.project}/zones/{zone}/acceleratorTypes/{builtin}",
+                                             "acceleratorCount": 1}]
+            for acc in res.get("guestAccelerators") or []:
+                acc["acceleratorType"] = self._full(self.project, acc["acceleratorType"])
+            for nic in res.get("networkInterfaces") or []:
+                for access in nic.get("accessConfigs") or []:
+                    access.setdefault("natIP", "203.0.113.50")
+            res["labelFingerprint"] = "42WmSpB8rSM="
+        self.compute[key] = res
+        return 200, self._op(key, "insert", scope)
+
+    def instance_action(self, scope: str, key: str, vm: dict[str, Any], verb: str, body: dict[str, Any]) -> tuple[int, Any]:
+        stopped_only = {"setMachineType", "setMachineResources"}
+        if verb in stopped_only and vm["status"] != "TERMINATED":
+            return 400, _error(400, f"Invalid resource usage: '{verb}' needs the instance stopped.", "INVALID_ARGUMENT")
+        if verb == "start":
+            vm["status"] = "RUNNING"
+        elif verb == "stop":
+            vm["status"] = "TERMINATED"
+        elif verb == "setMachineType":
+            vm["machineType"] = self._full(self.project, body["machineType"])
+            zone = scope.split("/")[-1]
+            builtin = {"g2-standard-4": "nvidia-l4", "a2-highgpu-1g": "nvidia-tesla-a100"}.get(vm["machineType"].rsplit("/", 1)[-1])
+            vm["guestAccelerators"] = [{"acceleratorType": f"{WWW}/projects/{self.project}/zones/{zone}/acceleratorTypes/{builtin}",
+                                        "acceleratorCount": 1}] if builtin else []
+        elif verb == "setMachineResources":
+            vm["guestAccelerators"] = [dict(a, acceleratorType=self._full(self.project, a["acceleratorType"])) for a in body.get("guestAccelerators") or []]
+        elif verb == "setScheduling":
+            vm["scheduling"] = body
+        elif verb == "setLabels":
+            vm["labels"] = body.get("labels", {})
+        else:
+            return 400, _error(400, f"fake: unknown instance verb {verb}")
+        return 200, self._op(key, verb, scope)
+
+    def handle_serviceusage(self, method: str, path: str) -> tuple[int, Any]:
+        m = re.match(r"^/v1/projects/([^/]+)/services/([^/:]+)(:enable)?$", path)
+        if not m:
+            return 404, _error(404, f"fake serviceusage: no route for {path}")
+        name = m.group(2)
+        if method == "POST" and m.group(3):
+            self.services[name] = "ENABLED"
+            return 200, {"name": "operations/acf.fake", "done": True, "response": {
+                "@type": "type.googleapis.com/google.api.serviceusage.v1.EnableServiceResponse",
+                "service": {"name": f"projects/123/services/{name}", "state": "ENABLED"}}}
+        return 200, {"name": f"projects/123/services/{name}", "parent": "projects/123", "state": self.services.get(name, "DISABLED")}
+
+    def handle_iam(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        m = re.match(r"^/v1/projects/([^/]+)/serviceAccounts(?:/([^/]+))?$", path)
+        if not m:
+            return 404, _error(404, f"fake iam: no route for {path}")
+        project, email = m.groups()
+        if method == "POST" and email is None:
+            email = f"{body['accountId']}@{project}.iam.gserviceaccount.com"
+            self.service_accounts[email] = {"name": f"projects/{project}/serviceAccounts/{email}", "projectId": project,
+                                            "uniqueId": str(next(self.ids)), "email": email,
+                                            "displayName": body.get("serviceAccount", {}).get("displayName", ""), "etag": "MDEwMjE5MjA="}
+            return 200, self.service_accounts[email]
+        if email not in self.service_accounts:
+            return 404, _error(404, f"Unknown service account {email}", "NOT_FOUND")
+        if method == "DELETE":
+            del self.service_accounts[email]
+            return 200, {}
+        if method == "PUT":
+            self.service_accounts[email].update(displayName=body.get("displayName", ""))
+        return 200, self.service_accounts[email]
+
+    def handle_crm(self, path: str, body: Any) -> tuple[int, Any]:
+        if path.endswith(":getIamPolicy"):
+            return 200, self.project_policy
+        if path.endswith(":setIamPolicy"):
+            policy = body["policy"]
+            if policy.get("etag") != self.project_policy["etag"]:
+                return 409, _error(409, "There were concurrent policy changes.", "ABORTED")
+            for b in policy["bindings"]:
+                for member in b["members"]:
+                    sa = member.removeprefix("serviceAccount:")
+                    if member.startswith("serviceAccount:") and sa.endswith(".iam.gserviceaccount.com") and sa not in self.service_accounts:
+                        return 400, _error(400, f"Service account {sa} does not exist.", "INVALID_ARGUMENT")
+            self.project_policy = dict(policy, etag=f"BwAAAA{next(self.ids)}")
+            return 200, self.project_policy
+        return 404, _error(404, "fake crm: no route")
+
+    def handle_storage(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
+        if path == "/storage/v1/b":
+            if method == "GET":
+                return 200, {"kind": "storage#buckets", "items": list(self.buckets.values())}
+            name = body["name"]
+            if name in self.buckets:
+                return 409, _error(409, "Your previous request to create the named bucket succeeded and you already own it.", "conflict")
+            bucket = json.loads(json.dumps(body))
+            bucket.pop("project", None)
+            bucket.update(kind="storage#bucket", id=name, selfLink=f"https://www.googleapis.com/storage/v1/b/{name}",
+                          projectNumber="123", metageneration="1", timeCreated="2026-11-27T15:00:00.000Z")
+            self.buckets[name] = bucket
+            self.bucket_policies[name] = {"kind": "storage#policy", "resourceId": f"projects/_/buckets/{name}", "version": 1, "etag": "CAE=",
+                                          "bindings": [{"role": "roles/storage.legacyBucketOwner", "members": ["projectOwner:p"]}]}
+            return 200, bucket
+        m = re.match(r"^/storage/v1/b/([^/]+)(/iam|/o)?$", path)
+        if not m:
+            return 404, _error(404, f"fake storage: no route for {path}")
+        name, sub = m.groups()
+        if name not in self.buckets:
+            return 404, _error(404, "The specified bucket does not exist.", "notFound")
+        if sub == "/iam":
+            if method == "PUT":
+                if body.get("etag") != self.bucket_policies[name]["etag"]:
+                    return 412, _error(412, "Precondition Failed", "conditionNotMet")
+                self.bucket_policies[name] = dict(body, etag=f"CA{next(self.ids)}=")
+            return 200, self.bucket_policies[name]
+        if sub == "/o":
+            return 200, {"kind": "storage#objects", "items": []}
+        if method == "DELETE":
+            del self.buckets[name]
+            return 204, None
+        if method == "PUT":
+            self.buckets[name].update(body)
+        return 200, self.buckets[name]
+
+    def handle_oslogin(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        m = re.match(r"^/v1/users/([^/:]+)(/loginProfile|:importSshPublicKey)$", path)
+        if not m:
+            return 404, _error(404, "fake oslogin: no route")
+        user, what = m.groups()
+        if what == ":importSshPublicKey":
+            self.oslogin_keys.setdefault(user, []).append(body["key"])
+        keys = {f"fp{i}": {"key": k, "fingerprint": f"fp{i}"} for i, k in enumerate(self.oslogin_keys.get(user, []))}
+        profile: dict[str, Any] = {"name": user, "sshPublicKeys": keys}
+        if keys:
+            profile["posixAccounts"] = [{"primary": True, "username": "sa_1234567890", "accountId": self.project}]
+        return 200, {"loginProfile": profile} if what == ":importSshPublicKey" else profile
+
+
+def _error(code: int, message: str, status: str = "") -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "status": status or {404: "NOT_FOUND"}.get(code, "FAILED_PRECONDITION"),
+                      "errors": [{"message": message, "domain": "global", "reason": (status or "notFound").lower()}]}}
+
+
+def serve(fake: FakeGcp) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def _any(self) -> None:
+            parts = urlsplit(self.path)
+            host, _, rest = parts.path.lstrip("/").partition("/")
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length).decode() if length else ""
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = raw
+            status, payload = fake.handle(self.command, host, "/" + rest, parse_qs(parts.query), body)
+            data = json.dumps(payload).encode() if payload is not None else b""
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _any
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server

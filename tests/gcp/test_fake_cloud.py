@@ -1,0 +1,126 @@
+"""The real playbooks and google.cloud modules against a stateful stand-in of the Google APIs.
+
+Google Cloud is unreachable here. tests/gcp/fake_gcp.py answers like the documented APIs and
+tests/gcp/sitecustomize/ points every googleapis.com request of the Ansible processes at it, so
+this checks the wiring that unit tests cannot: the arguments our tasks give google.cloud's
+modules, the order of the calls, idempotency (a second run writes nothing), the explicit
+profile change, power and teardown. What it cannot check: that Google accepts the same
+requests (see tests/gcp/real_cloud/).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import REPO, run_playbook
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fake_gcp import FakeGcp, serve
+
+PROJECT = "my-voice-project"
+VM = f"projects/{PROJECT}/zones/us-central1-a/instances/personaplex-vm"
+
+
+@pytest.fixture
+def cloud(tmp_path, inventory):
+    fake = FakeGcp(PROJECT)
+    server = serve(fake)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    sa_file = tmp_path / "deployer.json"
+    sa_file.write_text(json.dumps({
+        "type": "service_account", "project_id": PROJECT, "private_key_id": "k1",
+        "private_key": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode(),
+        "client_email": f"deployer@{PROJECT}.iam.gserviceaccount.com", "client_id": "1", "token_uri": "https://oauth2.googleapis.com/token"}))
+    sa_file.chmod(0o600)
+    ssh_key = tmp_path / "id_ed25519"
+    ssh_key.write_text("not used: nothing connects over SSH in this test\n")
+    ssh_key.with_suffix(".pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeUserKeyForTests tester@laptop\n")
+    settings = {"gcp_project": PROJECT, "gcp_admin_cidrs": ["203.0.113.7/32"], "gcp_client_cidrs": ["198.51.100.0/24"],
+                "gcp_ssh_private_key_file": str(ssh_key)}
+    env = {"PYTHONPATH": str(REPO / "tests" / "gcp" / "sitecustomize"), "FAKE_GCP_URL": f"http://127.0.0.1:{server.server_address[1]}",
+           "GCP_SERVICE_ACCOUNT_FILE": str(sa_file)}
+
+    def play(playbook, **extra):
+        before = len(fake.calls)
+        proc = run_playbook(playbook, inventory, tmp_path, "--limit", "localhost", "-e", json.dumps({**settings, **extra}), env_extra=env)
+        return proc, fake.calls[before:]
+
+    yield fake, play
+    server.shutdown()
+
+
+def writes(calls):
+    return [c for c in calls if c[0] != "GET" and not c[1].endswith((":getIamPolicy", "/token"))]
+
+
+def test_lifecycle_create_rerun_resize_stop_teardown(cloud, tmp_path):
+    """One deployment's life, in order (each step needs the state the previous one left)."""
+    fake, play = cloud
+    proc, calls = play("provision.yml")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+    vm = fake.compute[VM]
+    assert vm["machineType"].endswith("/zones/us-central1-a/machineTypes/n1-standard-4")
+    assert [(a["acceleratorType"].rsplit("/", 1)[-1], a["acceleratorCount"]) for a in vm["guestAccelerators"]] == [("nvidia-tesla-t4", 1)]
+    assert vm["scheduling"]["onHostMaintenance"] == "TERMINATE"
+    assert vm["labels"] == {"app": "personaplex", "deployment": "personaplex", "managed-by": "ansible"}
+    assert vm["serviceAccounts"][0]["email"] == f"personaplex-vm@{PROJECT}.iam.gserviceaccount.com"
+    assert vm["networkInterfaces"][0]["accessConfigs"][0]["natIP"] == "203.0.113.50"
+    assert vm["shieldedInstanceConfig"] == {"enableSecureBoot": False, "enableVtpm": True, "enableIntegrityMonitoring": True}
+    metadata = {i["key"]: i["value"] for i in vm["metadata"]["items"]}
+    assert metadata["enable-oslogin"] == "TRUE"
+    voice = fake.compute[f"projects/{PROJECT}/global/firewalls/personaplex-allow-voice"]
+    assert voice["sourceRanges"] == ["198.51.100.0/24"] and voice["allowed"] == [{"IPProtocol": "tcp", "ports": ["8998"]}]
+    assert voice["targetTags"] == ["personaplex-voice"]
+    bucket = fake.buckets[f"{PROJECT}-personaplex-weights"]
+    assert bucket["iamConfiguration"]["uniformBucketLevelAccess"]["enabled"] is True
+    assert bucket["iamConfiguration"]["publicAccessPrevention"] == "enforced"
+    sa_member = f"serviceAccount:personaplex-vm@{PROJECT}.iam.gserviceaccount.com"
+    project_roles = {b["role"] for b in fake.project_policy["bindings"] if sa_member in b["members"]}
+    assert project_roles == {"roles/logging.logWriter", "roles/monitoring.metricWriter"}
+    bucket_roles = {b["role"] for b in fake.bucket_policies[bucket["name"]]["bindings"] if sa_member in b["members"]}
+    assert bucket_roles == {"roles/storage.objectUser"}
+    assert {"roles/owner"} <= {b["role"] for b in fake.project_policy["bindings"]}
+    assert fake.services["compute.googleapis.com"] == "ENABLED"
+    assert fake.oslogin_keys[f"deployer@{PROJECT}.iam.gserviceaccount.com"] == [
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeUserKeyForTests tester@laptop"]
+    known = (tmp_path / ".ssh" / "personaplex_known_hosts").read_text()
+    assert "203.0.113.50 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeHostKeyForTests" in known
+
+    proc, calls = play("provision.yml")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert writes(calls) == [], writes(calls)
+    assert "changed=0" in proc.stdout.rsplit("PLAY RECAP", 1)[-1]
+
+    proc, calls = play("provision.yml", gcp_profile="l4")
+    assert proc.returncode != 0
+    out = " ".join(proc.stdout.split())
+    assert "machine type n1-standard-4 -> g2-standard-4" in out and "gcp_allow_profile_change: true" in out, proc.stdout[-2500:]
+    assert writes(calls) == []  # refused before touching anything
+
+    proc, calls = play("provision.yml", gcp_profile="l4", gcp_allow_profile_change=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    verbs = [c[1].rsplit("/", 1)[-1] for c in writes(calls) if "/instances/personaplex-vm/" in c[1]]
+    assert verbs == ["stop", "setMachineResources", "setMachineType", "start"]
+    vm = fake.compute[VM]
+    assert vm["machineType"].endswith("/g2-standard-4") and vm["status"] == "RUNNING"
+    assert [a["acceleratorType"].rsplit("/", 1)[-1] for a in vm["guestAccelerators"]] == ["nvidia-l4"]
+
+    proc, calls = play("power.yml", gcp_profile="l4", gcp_power_state="stopped")
+    assert proc.returncode == 0 and fake.compute[VM]["status"] == "TERMINATED"
+    assert [c[1].rsplit("/", 1)[-1] for c in writes(calls)] == ["stop"]
+
+    proc, _ = play("teardown.yml")
+    assert proc.returncode != 0 and "gcp_teardown_confirm=personaplex" in " ".join(proc.stdout.split())
+
+    proc, _ = play("teardown.yml", gcp_teardown_confirm="personaplex")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert not [k for k in fake.compute if "/operations/" not in k]
+    assert fake.service_accounts == {}
+    sa_member = f"serviceAccount:personaplex-vm@{PROJECT}.iam.gserviceaccount.com"
+    assert not any(sa_member in b["members"] for b in fake.project_policy["bindings"])
+    assert list(fake.buckets) == [f"{PROJECT}-personaplex-weights"]  # the cached weights are kept
+
+    proc, _ = play("teardown.yml", gcp_teardown_confirm="personaplex", gcp_teardown_delete_bucket=True)
+    assert proc.returncode == 0 and fake.buckets == {}
