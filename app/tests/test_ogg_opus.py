@@ -1,4 +1,4 @@
-"""The optional libopus encoder writes Ogg/Opus that sphn's reader (the official server's
+"""The libopus encoder writes Ogg/Opus that sphn's reader (the official server's
 and our decoder) accepts, with correct page CRCs, at a fraction of sphn's encoder cost."""
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import pytest
 
 from personaplex_server.audio import OpusDecoder, OpusEncoder, make_encoder_factory
 from personaplex_server.ogg_opus import LibopusOggEncoder, OggPager, ogg_crc
-
-pytest.importorskip("av", reason="PyAV (the [libopus] extra) provides libopus")
 
 
 def _pages(stream: bytes) -> list[bytes]:
@@ -72,6 +70,14 @@ def test_libopus_is_cheaper_than_sphn():
 
     fast = make_encoder_factory("libopus", complexity=3)(24000)
     assert cost(fast) < cost(OpusEncoder())
+
+
+def test_auto_picks_libopus_when_pyav_is_installed():
+    from personaplex_server.audio import describe_encoder, resolve_encoder_kind
+
+    assert resolve_encoder_kind("auto") == "libopus"  # PyAV is a runtime dependency
+    assert describe_encoder("auto", 3, 24000, "voip") == "libopus voip, complexity 3, 24 kbit/s"
+    assert isinstance(make_encoder_factory("auto")(24000), LibopusOggEncoder)
 
 
 def test_unknown_encoder_is_refused():

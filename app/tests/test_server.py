@@ -7,6 +7,7 @@ tiny model in test_real_engine.py.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -436,9 +437,11 @@ def test_index_without_ui_says_how_to_connect(live_server, tmp_path: Path):
     assert status == 200 and b"/api/chat" in body and b"personaplex-server client" in body
 
 
-def test_libopus_reply_encoder_round_trip(live_server):
-    pytest.importorskip("av")
-    srv, _ = start(live_server, opus_encoder="libopus", opus_complexity=0)
+@pytest.mark.parametrize("encoder", ["libopus", "sphn"])
+def test_reply_encoders_round_trip(live_server, encoder):
+    srv, _ = start(live_server, opus_encoder=encoder, opus_complexity=0)
+    info = json.loads(srv.get("/api/info")[1])
+    assert info["opus_encoder"].startswith(encoder)
     with chat(srv) as ws:
         assert ws.recv(timeout=5) == protocol.HANDSHAKE
         frames = opus_frames(0.8)

@@ -46,6 +46,22 @@ class PcmEncoder(Protocol):
     def encode(self, pcm: np.ndarray) -> bytes: ...
 
 
+def resolve_encoder_kind(kind: str) -> str:
+    """'auto' -> 'libopus' when PyAV (which bundles libopus) is importable, else 'sphn'."""
+    if kind != "auto":
+        return kind
+    import importlib.util
+
+    return "libopus" if importlib.util.find_spec("av") is not None else "sphn"
+
+
+def describe_encoder(kind: str, complexity: int, bitrate: int, application: str) -> str:
+    kind = resolve_encoder_kind(kind)
+    if kind == "sphn":
+        return "sphn (libopus complexity 10)"
+    return f"libopus {application}, complexity {complexity}, {bitrate // 1000} kbit/s"
+
+
 def make_encoder_factory(
     kind: str,
     complexity: int = 3,
@@ -53,6 +69,8 @@ def make_encoder_factory(
     application: str = "voip",
 ) -> Callable[[int], PcmEncoder]:
     """A factory of per-session Ogg/Opus encoders (sample rate -> encoder)."""
+    if kind == "auto":
+        kind = resolve_encoder_kind(kind)
     if kind == "sphn":
         return OpusEncoder
     if kind == "libopus":

@@ -35,7 +35,7 @@ import numpy as np
 from websockets.asyncio.client import connect
 
 from . import protocol
-from .audio import FRAME_SIZE, SAMPLE_RATE, OpusEncoder
+from .audio import FRAME_SIZE, SAMPLE_RATE, OpusEncoder, describe_encoder
 
 FRAME_S = FRAME_SIZE / SAMPLE_RATE
 
@@ -319,8 +319,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--opus-encoder",
-        choices=["sphn", "libopus"],
-        default="sphn",
+        choices=["auto", "sphn", "libopus"],
+        default="auto",
         help="reply encoder (server setting opus_encoder)",
     )
     parser.add_argument("--opus-complexity", type=int, default=3)
@@ -359,11 +359,8 @@ def main(args: argparse.Namespace) -> int:
         "opus_bitrate": args.opus_bitrate,
         "opus_application": args.opus_application,
     }
-    codec = (
-        "sphn (libopus complexity 10)"
-        if args.opus_encoder == "sphn"
-        else f"libopus {args.opus_application} complexity {args.opus_complexity} "
-        f"{args.opus_bitrate // 1000} kbit/s"
+    codec = describe_encoder(
+        args.opus_encoder, args.opus_complexity, args.opus_bitrate, args.opus_application
     )
     codec_ms = codec_ms_per_frame(_pages(args.seconds), opus)
     print(f"encoder: {codec}; Opus decode+encode of this audio alone: {codec_ms:.3f} ms/frame")

@@ -64,19 +64,20 @@ class Settings(BaseSettings):
     warmup: bool = Field(True, description="Run a few model steps before reporting ready.")
 
     # --- audio codec -----------------------------------------------------------------
-    opus_encoder: Literal["sphn", "libopus"] = Field(
-        "sphn",
-        description="Reply encoder: sphn (as the official server; libopus complexity 10) or "
-        "libopus via PyAV with the settings below (about half the CPU or less).",
+    opus_encoder: Literal["auto", "sphn", "libopus"] = Field(
+        "auto",
+        description="Reply encoder: libopus via PyAV with the settings below (about half the "
+        "CPU of sphn), sphn (as the official server: complexity 10), auto = libopus if PyAV "
+        "is installed.",
     )
     opus_complexity: int = Field(
-        3, ge=0, le=10, description="libopus encoder complexity (opus_encoder=libopus)."
+        3, ge=0, le=10, description="libopus encoder complexity (libopus encoder)."
     )
     opus_bitrate: int = Field(
-        24000, ge=6000, le=510000, description="libopus bitrate in bit/s (opus_encoder=libopus)."
+        24000, ge=6000, le=510000, description="libopus bitrate in bit/s (libopus encoder)."
     )
     opus_application: Literal["voip", "audio", "lowdelay"] = Field(
-        "voip", description="libopus application mode (opus_encoder=libopus)."
+        "voip", description="libopus application mode (libopus encoder)."
     )
 
     # --- sessions --------------------------------------------------------------------

@@ -14,6 +14,7 @@ from starlette.staticfiles import StaticFiles
 
 from .. import __version__
 from ..app import AppState, get_state
+from ..audio import describe_encoder
 from ..auth import COOKIE_NAME, QUERY_NAME, token_ok
 from ..config import Settings
 
@@ -87,6 +88,12 @@ async def info(request: Request) -> dict[str, Any]:
         "frame_size": engine.frame_size if engine is not None else None,
         "sample_rate": engine.sample_rate if engine is not None else None,
         "max_frames": engine.max_frames if engine is not None else None,
+        "opus_encoder": describe_encoder(
+            state.settings.opus_encoder,
+            state.settings.opus_complexity,
+            state.settings.opus_bitrate,
+            state.settings.opus_application,
+        ),
         "capacity": state.capacity.limit,
         "sessions_active": state.capacity.active,
         "tls": state.settings.tls,
