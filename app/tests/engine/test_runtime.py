@@ -105,6 +105,35 @@ def test_slots_are_independent(make_engine: Callable[..., Engine]) -> None:
     assert s3.slot == sa.slot
 
 
+def test_step_batch_equals_stepping_alone(make_engine: Callable[..., Engine]) -> None:
+    """Several slots in one LM call (and a group with other sampling) match solo runs."""
+    other = SamplingParams(temp=0.5, temp_text=0.5, top_k=1, top_k_text=1, seed=0)
+    ref = make_engine(max_sessions=3)
+    solo = [
+        _talk(ref, GREEDY, "NATF0.pt"),
+        _talk(ref, GREEDY, "NATM1.pt"),
+        _talk(ref, other, "NATF0.pt"),
+    ]
+    engine = make_engine(max_sessions=3)
+    text = "You enjoy having a good conversation."
+    sessions = [
+        engine.new_session("NATF0.pt", text, GREEDY),
+        engine.new_session("NATM1.pt", text, GREEDY),
+        engine.new_session("NATF0.pt", text, other),
+    ]
+    for s in sessions:
+        s.run_prompt()
+    got: list[list[tuple[str | None, bytes]]] = [[], [], []]
+    for i in range(4):
+        outs = engine.step_batch([(s, NOISE[i]) for s in sessions])
+        for k, o in enumerate(outs):
+            got[k].append(_sig(o))
+    assert got == solo
+    assert [s.frames_used for s in sessions] == [s.prompt_frames + 4 for s in sessions]
+    with pytest.raises(ValueError, match="twice"):
+        engine.step_batch([(sessions[0], NOISE[0]), (sessions[0], NOISE[1])])
+
+
 def test_context_exhaustion_is_defined(tmp_path: Path, make_engine: Callable[..., Engine]) -> None:
     model = tiny.generate(tmp_path / "short", seed=1, context=40)
     engine = make_engine(model)

@@ -321,13 +321,17 @@ class Engine:
 
     def _select(self, session: EngineSession) -> None:
         """Make ``session``'s slot the one that moves; apply its sampling parameters."""
-        slot = session.slot
-        self._use_mimi(slot)
+        self._use_mimi(session.slot)
+        self._set_exec_slots([session.slot])
+        self._apply_sampling(session.sampling)
+
+    def _set_exec_slots(self, slots: list[int]) -> None:
         if self.batch > 1:
             mask = torch.zeros(self.batch, dtype=torch.bool)
-            mask[slot] = True
+            mask[slots] = True
             self.lm_gen.set_exec_mask(mask.to(self.device))
-        sp = session.sampling
+
+    def _apply_sampling(self, sp: SamplingParams) -> None:
         g = self.lm_gen
         g.temp_text, g.top_k_text = sp.temp_text, sp.top_k_text
         if (sp.temp, sp.top_k) != self._audio_sampling:
@@ -455,8 +459,33 @@ class Engine:
         state.cache[slot, :, (p - 1) % ct] = cols[:, p - 1].to(self.device)
         self._forced_step(slot, frames, p - 1)
 
+    def step_batch(self, items: list[tuple[EngineSession, np.ndarray]]) -> list[StepOutput]:
+        """One frame for several sessions: one LM call per group of equal sampling parameters
+        (the slots step together; Mimi runs per slot). Same results as stepping each alone
+        with deterministic sampling; with random sampling the sessions share one RNG."""
+        groups: dict[tuple[float, int, float, int], list[int]] = {}
+        for i, (s, _) in enumerate(items):
+            sp = s.sampling
+            groups.setdefault((sp.temp, sp.top_k, sp.temp_text, sp.top_k_text), []).append(i)
+        if len({id(s) for s, _ in items}) != len(items):
+            raise ValueError("a session appears twice in one batch")
+        results: list[StepOutput | None] = [None] * len(items)
+        with self._lock:
+            for idx in groups.values():
+                outs = self._step_group([items[i][0] for i in idx], [items[i][1] for i in idx])
+                for i, o in zip(idx, outs, strict=True):
+                    results[i] = o
+        return [r for r in results if r is not None]
+
     def _step(self, session: EngineSession, pcm: np.ndarray) -> StepOutput:
         with self._lock:
+            return self._step_group([session], [pcm])[0]
+
+    def _step_group(
+        self, sessions: list[EngineSession], pcms: list[np.ndarray]
+    ) -> list[StepOutput]:
+        frames: list[np.ndarray] = []
+        for session, pcm in zip(sessions, pcms, strict=True):
             self._check(session)
             if not session.prompted:
                 raise RuntimeError("run_prompt() must come before step()")
@@ -468,19 +497,27 @@ class Engine:
             x = np.asarray(pcm, dtype=np.float32).reshape(-1)
             if x.shape[0] != self.frame_size:
                 raise ValueError(f"expected {self.frame_size} samples, got {x.shape[0]}")
-            with self._ctx():
-                self._select(session)
+            frames.append(np.clip(x, -1.0, 1.0))
+        with self._ctx():
+            self._apply_sampling(sessions[0].sampling)
+            self._set_exec_slots([s.slot for s in sessions])
+            inp = torch.zeros(self.batch, 8, 1, dtype=torch.long, device=self.device)
+            for session, frame in zip(sessions, frames, strict=True):
+                self._use_mimi(session.slot)
+                wav = torch.from_numpy(frame).to(self.device).view(1, 1, -1)
+                inp[session.slot] = self.mimi.encode(wav)[0]  # [8, 1]
+            tokens = self.lm_gen.step(inp)
+            assert tokens is not None
+            outs = []
+            for session in sessions:
                 slot = session.slot
-                wav = torch.from_numpy(np.clip(x, -1.0, 1.0)).to(self.device).view(1, 1, -1)
-                codes = self.mimi.encode(wav)  # [1, 8, 1]
-                tokens = self.lm_gen.step(self._user_input(slot, codes[0, :, 0]))
-                assert tokens is not None
+                self._use_mimi(slot)
                 tok = tokens[slot : slot + 1]
-                out = self.mimi.decode(tok[:, 1 : 1 + C.AUDIO_CODEBOOKS])
-                text_id = int(tok[0, 0, 0].item())
-                out_pcm = out[0, 0].float().cpu().numpy()
+                pcm_out = self.mimi.decode(tok[:, 1 : 1 + C.AUDIO_CODEBOOKS])[0, 0]
+                outs.append((int(tok[0, 0, 0].item()), pcm_out.float().cpu().numpy()))
+        for session in sessions:
             session.frames_used += 1
-        return StepOutput(pcm=out_pcm, text=self._piece(text_id))
+        return [StepOutput(pcm=p, text=self._piece(t)) for t, p in outs]
 
     def _piece(self, text_id: int) -> str | None:
         if text_id in (C.TEXT_EPAD_ID, C.TEXT_PAD_ID) or text_id < 0:
