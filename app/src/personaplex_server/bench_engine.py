@@ -8,6 +8,22 @@ one LM step (temporal transformer + depth transformer for 8 codebooks + sampling
 decode of the agent's audio, the text token to the host.
 
 ``personaplex-server bench engine [ARGS]`` or ``python -m personaplex_server.bench_engine``.
+
+Measured 2026-11-27, ``--random-full``, one session, 200 frames after 20, CUDA graphs on,
+torch.compile off unless noted; NVIDIA H100 80GB HBM3, torch 2.11.0+cu130, moshi 0.2.13,
+bitsandbytes 0.49.2 (ms per 80 ms frame; LM = one LMGen.step, Mimi = encode + decode):
+
+    config           p50   p95   p99   RTF    peak GiB  LM ms  Mimi ms
+    bf16             24.5  24.9  26.3  0.307  16.3      18.3   6.9
+    fp16+int8        23.7  24.4  24.6  0.297   9.4      18.6   5.5
+    fp16+nf4         26.2  28.0  30.9  0.324   6.3      19.1   8.5
+    bf16 + compile   18.9  19.7  20.4  0.237  16.4
+
+On the H100 the step is bound by kernel launches and latency, not by memory bandwidth
+(bf16 weights, 15.4 GB, stream in about 5 ms at 3 TB/s), hence the same time for all three.
+A T4 (320 GB/s) needs at least about 25 ms (int8, ~7.9 GB) or 14 ms (nf4, ~4.5 GB) per frame
+just to read the weights, on top of that latency: unmeasured, expect int8 to be marginal
+against the 80 ms budget and nf4 to have more headroom.
 """
 
 from __future__ import annotations
@@ -40,6 +56,7 @@ FRAME_MS = 80.0
 class BenchResult:
     config: str
     device: str
+    sessions: int
     gpu: str | None
     dtype: str
     quantize: str
@@ -62,8 +79,8 @@ class BenchResult:
     def failed(cls, config: str, device: str, error: str) -> BenchResult:
         dtype, quant = CONFIGS.get(config, ("?", "?"))
         nan = float("nan")
-        return cls(config, device, None, dtype, quant, 0, 0.0, 0, 0.0, nan, nan, nan, nan, nan,
-                   nan, 0, None, None, error=error[:500])
+        return cls(config, device, 0, None, dtype, quant, 0, 0.0, 0, 0.0, nan, nan, nan, nan,
+                   nan, nan, 0, None, None, error=error[:500])
 
 
 def _percentile(xs: list[float], q: float) -> float:
@@ -167,7 +184,10 @@ def build_random_full(config: str, device: str = "auto", max_sessions: int = 1,
 
 
 def bench_one(engine: Any, config: str, frames: int, warmup_frames: int, load_s: float,
-              voice_frames: int = 50, text_tokens: int = 30) -> BenchResult:
+              voice_frames: int = 50, text_tokens: int = 30, sessions: int = 1) -> BenchResult:
+    """Time ``frames`` steps after ``warmup_frames``; with ``sessions`` > 1 every step is
+    one :meth:`Engine.step_batch` over that many conversations (the engine needs as many
+    slots)."""
     import numpy as np
     import torch
 
@@ -176,29 +196,37 @@ def bench_one(engine: Any, config: str, frames: int, warmup_frames: int, load_s:
 
     dev = engine.device
     engine.warmup()
-    slot = 0
-    session = EngineSession(engine, slot, "bench", list(range(100, 100 + text_tokens)),
-                            SamplingParams(seed=0))
-    engine._slots[slot] = session
     g = torch.Generator().manual_seed(0)
-    codes = torch.randint(0, 2048, (voice_frames, 8), generator=g)
+    active = []
     t0 = time.perf_counter()
-    engine._prompt_with(session, _Voice(codes, None, None, voice_frames))
+    for slot in range(sessions):
+        session = EngineSession(engine, slot, "bench", list(range(100, 100 + text_tokens)),
+                                SamplingParams(seed=0))
+        engine._slots[slot] = session
+        codes = torch.randint(0, 2048, (voice_frames, 8), generator=g)
+        engine._prompt_with(session, _Voice(codes, None, None, voice_frames))
+        active.append(session)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-    prompt_s = time.perf_counter() - t0
+    prompt_s = (time.perf_counter() - t0) / sessions
     rng = np.random.default_rng(0)
     pcm = rng.uniform(-0.2, 0.2, (frames + warmup_frames, engine.frame_size)).astype(np.float32)
     times: list[float] = []
     for i in range(frames + warmup_frames):
-        if session.frames_left <= 0:
+        if active[0].frames_left <= 0:
             break
         t = time.perf_counter()
-        engine._step(session, pcm[i])  # ends with .cpu()/.item(): synchronous
+        # ends with .cpu()/.item(): synchronous
+        if sessions == 1:
+            engine._step(active[0], pcm[i])
+        else:
+            engine.step_batch([(s, pcm[i]) for s in active])
         dt = (time.perf_counter() - t) * 1000
         if i >= warmup_frames:
             times.append(dt)
-    engine._release(session)
+    session = active[0]
+    for s in active:
+        engine._release(s)
     peak = alloc = None
     if dev.type == "cuda":
         peak = torch.cuda.max_memory_allocated(dev) / 1024**3
@@ -206,7 +234,8 @@ def bench_one(engine: Any, config: str, frames: int, warmup_frames: int, load_s:
     mean = statistics.fmean(times)
     gpu = engine.info.get("gpu") or {}
     return BenchResult(
-        config=config, device=str(dev), gpu=gpu.get("name"), dtype=engine.plan.dtype,
+        config=config, device=str(dev), sessions=sessions, gpu=gpu.get("name"),
+        dtype=engine.plan.dtype,
         quantize=engine.plan.quantize, frames=len(times), load_s=round(load_s, 2),
         prompt_frames=session.prompt_frames, prompt_s=round(prompt_s, 3),
         step_ms_mean=round(mean, 2), step_ms_p50=round(_percentile(times, 50), 2),
@@ -228,6 +257,7 @@ def bench(
     device: str = "auto",
     use_cuda_graphs: bool = True,
     use_compile: bool = True,
+    sessions: int = 1,
 ) -> list[BenchResult]:
     """Run each config in turn (freeing the previous model first); errors are recorded."""
     import torch
@@ -247,17 +277,20 @@ def bench(
                 torch.cuda.reset_peak_memory_stats()
             t0 = time.perf_counter()
             if random_full:
-                engine = build_random_full(config, device, use_cuda_graphs=use_cuda_graphs,
+                engine = build_random_full(config, device, max_sessions=sessions,
+                                           use_cuda_graphs=use_cuda_graphs,
                                            use_compile=use_compile)
             else:
                 assert model_dir is not None
                 engine = Engine.load(EngineConfig(
                     model_dir=model_dir, device=device, dtype=dtype,  # type: ignore[arg-type]
                     quantize=quant,  # type: ignore[arg-type]
+                    max_sessions=sessions,
                     use_cuda_graphs=use_cuda_graphs, use_compile=use_compile,
                 ))
             load_s = time.perf_counter() - t0
-            results.append(bench_one(engine, config, frames, warmup_frames, load_s))
+            results.append(bench_one(engine, config, frames, warmup_frames, load_s,
+                                     sessions=sessions))
         except Exception as exc:  # one config failing must not hide the others
             log.exception("config %s failed", config)
             results.append(BenchResult.failed(config, device, f"{type(exc).__name__}: {exc}"))
@@ -270,15 +303,16 @@ def bench(
 
 
 def format_table(results: Sequence[BenchResult]) -> str:
-    head = ("config", "device", "frames", "p50 ms", "p95 ms", "p99 ms", "max ms", "RTF",
+    head = ("config", "device", "streams", "frames", "p50 ms", "p95 ms", "p99 ms", "max ms", "RTF",
             "late", "peak GiB", "prompt s", "load s")
     rows: list[tuple[str, ...]] = [head]
     for r in results:
         if r.error:
-            rows.append((r.config, r.device, "error: " + r.error[:60], *[""] * 9))
+            rows.append((r.config, r.device, str(r.sessions), "error: " + r.error[:60],
+                         *[""] * 9))
             continue
         rows.append((
-            r.config, r.gpu or r.device, str(r.frames), f"{r.step_ms_p50:.1f}",
+            r.config, r.gpu or r.device, str(r.sessions), str(r.frames), f"{r.step_ms_p50:.1f}",
             f"{r.step_ms_p95:.1f}", f"{r.step_ms_p99:.1f}", f"{r.step_ms_max:.1f}",
             f"{r.rtf:.3f}", str(r.late_frames),
             "-" if r.peak_gib is None else f"{r.peak_gib:.2f}",
@@ -300,6 +334,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=200, help="timed frames per config")
     parser.add_argument("--warmup-frames", type=int, default=20)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--sessions", type=int, default=1,
+                        help="concurrent conversations stepped together (Engine.step_batch)")
     parser.add_argument("--no-cuda-graphs", action="store_true")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--json", type=Path, nargs="?", const=Path("-"),
@@ -318,6 +354,7 @@ def run_engine_bench(argv: Sequence[str] | None = None) -> int:
         configs=[c.strip() for c in args.configs.split(",") if c.strip()],
         frames=args.frames, warmup_frames=args.warmup_frames, device=args.device,
         use_cuda_graphs=not args.no_cuda_graphs, use_compile=not args.no_compile,
+        sessions=args.sessions,
     )
     print(format_table(results))
     if args.json is not None:

@@ -25,6 +25,13 @@ def test_cli_on_a_model_folder(tiny_dir: Path, tmp_path: Path,
     assert 0 < r["step_ms_p50"] <= r["step_ms_p99"] <= r["step_ms_max"]
     assert r["rtf"] == pytest.approx(r["step_ms_mean"] / 80, abs=1e-3)
     assert r["prompt_frames"] == 50 + 30 + 12
+    assert r["sessions"] == 1
+
+
+def test_several_streams_per_step(tiny_dir: Path) -> None:
+    (r,) = bench_engine.bench(tiny_dir, configs=["fp32"], frames=2, warmup_frames=1,
+                              use_compile=False, sessions=2)
+    assert r.error is None and r.sessions == 2 and r.frames == 2
 
 
 @pytest.mark.slow
