@@ -13,7 +13,9 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -212,3 +214,48 @@ def run_playbook(playbook: str, inventory: Path, home: Path, *extra: str, env_ex
     env.update(env_extra or {})
     cmd = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(REPO / "playbooks" / playbook), *extra]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+# --- A stand-in of the Hugging Face Hub API (preflight's token and gated-model checks) ---------
+GOOD = "hf_GoodTokenForTests0123456789"
+ACCEPTED = "hf_AcceptedLicenseToken987654321"
+
+
+class Hub(BaseHTTPRequestHandler):
+    def _token(self) -> str:
+        return self.headers.get("Authorization", "").removeprefix("Bearer ")
+
+    def do_GET(self) -> None:
+        if self.path == "/api/whoami-v2" and self._token() in (GOOD, ACCEPTED):
+            body = json.dumps({"type": "user", "name": "alice"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.send_response(401)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_HEAD(self) -> None:
+        if self.path == "/nvidia/personaplex-7b-v1/resolve/main/config.json" and self._token() == ACCEPTED:
+            self.send_response(302)
+            self.send_header("Location", "https://cdn-lfs.example/config.json")
+        else:
+            self.send_response(403)
+            self.send_header("X-Error-Code", "GatedRepo")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def hub():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()

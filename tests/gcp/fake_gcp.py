@@ -32,6 +32,10 @@ class FakeGcp:
         self.buckets: dict[str, dict[str, Any]] = {}
         self.bucket_policies: dict[str, dict[str, Any]] = {}
         self.oslogin_keys: dict[str, list[str]] = {}
+        # Quotas as Compute lists them (limit, usage); a new project has no GPU quota.
+        self.regional_quotas: dict[str, tuple[float, float]] = {"CPUS": (24.0, 0.0), "NVIDIA_T4_GPUS": (0.0, 0.0)}
+        self.global_quotas: dict[str, tuple[float, float]] = {"GPUS_ALL_REGIONS": (0.0, 0.0)}
+        self.zone_gpus = {"us-central1-a": {"nvidia-tesla-t4", "nvidia-l4", "nvidia-tesla-a100"}}
         self.calls: list[tuple[str, str]] = []
         self.ids = itertools.count(1000)
         self.lock = threading.Lock()
@@ -76,6 +80,9 @@ class FakeGcp:
             return 404, _error(404, f"fake: no route for {method} {host}{path}")
 
     def handle_compute(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
+        read_only = self.compute_info(path) if method == "GET" else None
+        if read_only is not None:
+            return read_only
         m = re.match(r"^projects/([^/]+)/aggregated/instances$", path)
         if m and method == "GET":
             wanted = dict(re.findall(r'labels\.([\w-]+) = "([^"]*)"', query.get("filter", [""])[0]))
@@ -124,6 +131,26 @@ class FakeGcp:
                     {"namespace": "hostkeys", "key": "ssh-ed25519", "value": "AAAAC3NzaC1lZDI1NTE5AAAAIFakeHostKeyForTests"}]}}
             return self.instance_action(scope, key, vm, verb, body or {})
         return 404, _error(404, f"fake compute: no route for {method} {path}")
+
+    def compute_info(self, path: str) -> tuple[int, Any] | None:
+        """Project, zones, accelerator types and regions: what preflight reads."""
+        def quotas(table: dict[str, tuple[float, float]]) -> list[dict[str, Any]]:
+            return [{"metric": k, "limit": v[0], "usage": v[1]} for k, v in table.items()]
+
+        if path == f"projects/{self.project}":
+            return 200, {"kind": "compute#project", "name": self.project, "quotas": quotas(self.global_quotas)}
+        m = re.match(rf"^projects/{self.project}/zones/([^/]+)(?:/acceleratorTypes/([^/]+))?$", path)
+        if m:
+            zone, gpu = m.groups()
+            if zone not in self.zone_gpus or (gpu and gpu not in self.zone_gpus[zone]):
+                return 404, _error(404, f"The resource '{path}' was not found")
+            if gpu:
+                return 200, {"kind": "compute#acceleratorType", "name": gpu, "zone": f"{WWW}/projects/{self.project}/zones/{zone}"}
+            return 200, {"kind": "compute#zone", "name": zone, "status": "UP"}
+        m = re.match(rf"^projects/{self.project}/regions/([^/]+)$", path)
+        if m:
+            return 200, {"kind": "compute#region", "name": m.group(1), "status": "UP", "quotas": quotas(self.regional_quotas)}
+        return None
 
     def insert(self, scope: str, collection: str, body: dict[str, Any]) -> tuple[int, Any]:
         key = f"{scope}/{collection}/{body['name']}"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import REPO, run_playbook
+from conftest import ACCEPTED, REPO, run_playbook
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fake_gcp import FakeGcp, serve
@@ -51,6 +51,25 @@ def cloud(request, tmp_path, inventory):
 
     yield fake, play
     server.shutdown()
+
+
+def test_preflight_reads_quota_and_says_how_to_get_more(cloud, hub):
+    fake, play = cloud
+    proc, calls = play("preflight.yml", hf_token=ACCEPTED, gcp_infra_hf_endpoint=hub)
+    out = " ".join(proc.stdout.split())
+    assert proc.returncode != 0
+    assert "Quota NVIDIA_T4_GPUS in us-central1: limit 0, in use 0, the VM needs 1" in out
+    assert "Quota GPUS_ALL_REGIONS: limit 0, in use 0, the VM needs 1" in out
+    assert "iam-admin/quotas?project=my-voice-project" in out
+    assert writes(calls) == []
+
+    fake.regional_quotas["NVIDIA_T4_GPUS"] = (1.0, 0.0)
+    fake.global_quotas["GPUS_ALL_REGIONS"] = (1.0, 0.0)
+    proc, calls = play("preflight.yml", hf_token=ACCEPTED, gcp_infra_hf_endpoint=hub)
+    out = " ".join(proc.stdout.split())
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "nvidia-tesla-t4 is offered in us-central1-a" in out and "Hugging Face: alice can read nvidia/personaplex-7b-v1" in out
+    assert writes(calls) == []
 
 
 def writes(calls):
@@ -95,6 +114,13 @@ def test_lifecycle_create_rerun_resize_stop_teardown(cloud, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert writes(calls) == [], writes(calls)
     assert "changed=0" in proc.stdout.rsplit("PLAY RECAP", 1)[-1]
+
+    plan_file = tmp_path / "plan.json"
+    proc, calls = play("plan.yml", gcp_plan_read_state="always", gcp_plan_output=str(plan_file))
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    plan = json.loads(plan_file.read_text())
+    assert {(r["type"], r["name"], r["action"]) for r in plan["resources"] if r["action"] != "unchanged"} == set()
+    assert plan["write_api_calls"] == 0 and writes(calls) == []
 
     proc, calls = play("provision.yml", gcp_profile="l4")
     assert proc.returncode != 0

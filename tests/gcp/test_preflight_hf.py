@@ -8,54 +8,9 @@ then a 302 redirect to the storage. The token must never show in Ansible's outpu
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import run_playbook
-
-GOOD = "hf_GoodTokenForTests0123456789"
-ACCEPTED = "hf_AcceptedLicenseToken987654321"
-
-
-class Hub(BaseHTTPRequestHandler):
-    def _token(self) -> str:
-        return self.headers.get("Authorization", "").removeprefix("Bearer ")
-
-    def do_GET(self) -> None:
-        if self.path == "/api/whoami-v2" and self._token() in (GOOD, ACCEPTED):
-            body = json.dumps({"type": "user", "name": "alice"}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        self.send_response(401)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def do_HEAD(self) -> None:
-        if self.path == "/nvidia/personaplex-7b-v1/resolve/main/config.json" and self._token() == ACCEPTED:
-            self.send_response(302)
-            self.send_header("Location", "https://cdn-lfs.example/config.json")
-        else:
-            self.send_response(403)
-            self.send_header("X-Error-Code", "GatedRepo")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *_args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def hub():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+from conftest import ACCEPTED, GOOD, run_playbook
 
 
 @pytest.fixture
