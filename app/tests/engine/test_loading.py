@@ -133,3 +133,24 @@ def test_voices_are_bare_names(make_engine) -> None:  # type: ignore[no-untyped-
     for bad in ("../config.json", "voices/NATF0.pt", "/etc/passwd", "NATF0", "config.json"):
         with pytest.raises(VoiceNotFound):
             engine.new_session(bad, "", GREEDY)
+
+
+def test_cuda_requested_without_cuda(make_engine) -> None:  # type: ignore[no-untyped-def]
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(EngineLoadError, match="CUDA is not available"):
+        make_engine(device="cuda")
+
+
+def test_start_up_fails_when_nothing_fits(monkeypatch: pytest.MonkeyPatch,
+                                          make_engine) -> None:  # type: ignore[no-untyped-def]
+    """Engine.load plans before it loads: a GPU too small for PersonaPlex is refused with
+    the planner's message (the GPU is a stand-in: this machine has none)."""
+    from personaplex_server.engine import runtime
+    from personaplex_server.engine.planning import GpuSpec, ModelSpec
+
+    monkeypatch.setattr(runtime, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(runtime, "gpu_spec", lambda dev: GpuSpec("Tiny GPU", 4 * 1024**3, (7, 5)))
+    monkeypatch.setattr(runtime, "model_spec", lambda files: ModelSpec.personaplex())
+    with pytest.raises(EngineLoadError, match=r"does not fit on Tiny GPU.*Try:.*GPU with at least"):
+        make_engine()
