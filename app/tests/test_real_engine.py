@@ -210,3 +210,46 @@ def test_prompt_longer_than_context_is_refused(short_context_server) -> None:
             assert b"context" in m
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == protocol.CloseCode.POLICY_VIOLATION
+
+
+def test_two_conversations_share_the_engine_in_batches(tiny_model_dir: Path) -> None:
+    settings = Settings(
+        model_dir=tiny_model_dir,
+        device="cpu",
+        dtype="float32",
+        quantize="none",
+        use_compile=False,
+        use_cuda_graphs=False,
+        max_sessions=2,
+        max_queued_frames=100,
+    )
+    with LiveServer(create_app(settings), settings) as srv:
+        srv.wait_ready(300)
+        info = json.loads(srv.get("/api/info")[1])
+        assert info["capacity"] == 2
+        counts: dict[int, int] = {}
+
+        def talk(i: int) -> None:
+            voice = ["NATF0.pt", "NATM1.pt"][i]
+            with connect(f"{srv.ws_base}/api/chat?voice_prompt={voice}&seed={i}") as ws:
+                assert ws.recv(timeout=120) == protocol.HANDSHAKE
+                frames = opus_frames(0.8, freq=200 + 300 * i)
+                for page in frames:
+                    ws.send(protocol.audio(page))
+                n = 0
+                while n < len(frames) - 1:
+                    m = ws.recv(timeout=120)
+                    assert m[0] != protocol.Kind.ERROR, m[1:].decode()
+                    n += m[0] == protocol.Kind.AUDIO
+                counts[i] = n
+
+        threads = [threading.Thread(target=talk, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(240)
+        assert counts == {0: 9, 1: 9}
+        # At least one engine job stepped both conversations in one LM call.
+        assert _metric(srv, "personaplex_step_batch_size_sum") > _metric(
+            srv, "personaplex_step_batch_size_count"
+        )

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import LiveServer, opus_frames
 from websockets.exceptions import ConnectionClosed
@@ -453,3 +454,42 @@ def test_reply_encoders_round_trip(live_server, encoder):
             if m[0] == protocol.Kind.AUDIO:
                 samples += decoder.decode(m[1:]).size
     assert samples == (len(frames) - 1) * 1920
+
+
+def test_concurrent_sessions_are_stepped_in_batches_with_their_own_replies(live_server):
+    # Each step takes 40 ms: frames of the other conversations pile up meanwhile and go
+    # to the engine together (step_batch), yet every reply goes to its own conversation.
+    srv, engine = start(
+        live_server, NullEngineConfig(step_seconds=0.04, batched=True), max_sessions=3
+    )
+    freqs = [300.0, 700.0, 1500.0]
+    results: dict[int, np.ndarray] = {}
+
+    def talk(i: int) -> None:
+        with chat(srv) as ws:
+            assert ws.recv(timeout=5) == protocol.HANDSHAKE
+            frames = opus_frames(1.2, freq=freqs[i])
+            decoder, pcm = OpusDecoder(), []
+            for page in frames:
+                ws.send(protocol.audio(page))
+                time.sleep(0.08)
+            while sum(p.size for p in pcm) < (len(frames) - 2) * 1920:
+                m = ws.recv(timeout=5)
+                if m[0] == protocol.Kind.AUDIO:
+                    pcm.append(decoder.decode(m[1:]))
+            results[i] = np.concatenate(pcm)
+
+    threads = [threading.Thread(target=talk, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(results) == [0, 1, 2]
+    assert max(engine.stats.batches) > 1, engine.stats.batches
+    for i, pcm in results.items():
+        spectrum = np.abs(np.fft.rfft(pcm[1920:]))
+        peak_hz = np.argmax(spectrum) * 24000 / (2 * (spectrum.size - 1))
+        assert abs(peak_hz - freqs[i]) < 30, (i, peak_hz)
+    assert metric(srv, "personaplex_step_batch_size_sum") > metric(
+        srv, "personaplex_step_batch_size_count"
+    )

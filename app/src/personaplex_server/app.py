@@ -16,6 +16,7 @@ from starlette.requests import HTTPConnection
 
 from . import __version__
 from .audio import OpusEncoder, PcmEncoder, make_encoder_factory
+from .batching import StepBatcher
 from .config import Settings
 from .engine_api import EngineFactory, EngineLike, SamplingParams, load_real_engine
 from .metrics import Metrics
@@ -33,6 +34,7 @@ class AppState:
     encoder_factory: Callable[[int], PcmEncoder] = OpusEncoder
     metrics: Metrics = field(default_factory=Metrics)
     worker: EngineWorker | None = None
+    batcher: StepBatcher | None = None
     capacity: Capacity = field(default_factory=lambda: Capacity(1))
     engine: EngineLike | None = None
     ready: bool = False
@@ -81,6 +83,7 @@ async def _load_engine(state: AppState) -> None:
         state.metrics.sessions_capacity.set(limit)
         if settings.warmup:
             await state.worker.call(engine.warmup)
+        state.batcher = StepBatcher(engine, state.worker, state.metrics)
         state.engine = engine
         state.load_seconds = time.perf_counter() - t0
         state.ready = True

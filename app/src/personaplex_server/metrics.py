@@ -77,7 +77,7 @@ class Metrics:
         )
         self.step_seconds = Histogram(
             "personaplex_frame_step_seconds",
-            "Model time per 80 ms frame (one engine step)",
+            "Engine time per 80 ms frame (its batch's step; one observation per frame)",
             buckets=_STEP_BUCKETS,
             registry=r,
         )
@@ -107,18 +107,27 @@ class Metrics:
             "CPU time of the engine thread inside model steps",
             registry=r,
         )
+        self.batch_size = Histogram(
+            "personaplex_step_batch_size",
+            "Conversations stepped together in one engine job",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64),
+            registry=r,
+        )
         self.frames_total = Counter(
             "personaplex_frames", "Frames processed by the model", registry=r
         )
         r.register(_GpuMemoryCollector())
         self._rtf: float | None = None
 
-    def observe_step(self, seconds: float, cpu_seconds: float = 0.0) -> None:
-        self.step_seconds.observe(seconds)
+    def observe_batch(self, frames: int, seconds: float, cpu_seconds: float = 0.0) -> None:
+        """One engine job that stepped ``frames`` conversations by one frame each."""
+        self.batch_size.observe(frames)
+        for _ in range(frames):
+            self.step_seconds.observe(seconds)
         self.step_cpu_seconds.inc(cpu_seconds)
-        self.frames_total.inc()
+        self.frames_total.inc(frames)
         if seconds > FRAME_SECONDS:
-            self.late_frames.inc()
+            self.late_frames.inc(frames)
         rtf = seconds / FRAME_SECONDS
         self._rtf = rtf if self._rtf is None else 0.9 * self._rtf + 0.1 * rtf
         self.real_time_factor.set(self._rtf)

@@ -33,6 +33,7 @@ class NullEngineConfig:
     step_seconds: float = 0.0
     text_every: int = 5
     max_sessions: int = 64  # reported as "capacity"; the server takes the smaller limit
+    batched: bool = False  # offer step_batch (like the real engine) and record batch sizes
 
 
 @dataclass
@@ -40,6 +41,7 @@ class _Stats:
     sessions_opened: int = 0
     sessions_closed: int = 0
     steps: int = 0
+    batches: list[int] = field(default_factory=list)
     threads: set[str] = field(default_factory=set)
 
 
@@ -105,6 +107,18 @@ class NullEngine:
     def record_thread(self) -> None:
         with self._lock:
             self.stats.threads.add(threading.current_thread().name)
+
+    def __getattr__(self, name: str) -> Any:
+        # step_batch exists only when configured, as engines without it exist too.
+        if name == "step_batch" and self.cfg.batched:
+            return self._step_batch
+        raise AttributeError(name)
+
+    def _step_batch(self, items: list[tuple[NullSession, np.ndarray]]) -> list[NullStepOutput]:
+        if len({id(s) for s, _ in items}) != len(items):
+            raise ValueError("a session appears twice in one batch")
+        self.stats.batches.append(len(items))
+        return [session.step(pcm) for session, pcm in items]
 
     def voices(self) -> list[str]:
         return list(self.cfg.voices)

@@ -6,7 +6,8 @@ cancelled):
 * ``receive``: WebSocket messages -> Opus decode -> 80 ms frames -> a small bounded queue
   (when the model falls behind real time the oldest frame is dropped and counted);
 * ``model``: prompts (then the 0x00 handshake), then one engine step per frame; the engine
-  is not thread-safe, so every engine call runs on one dedicated worker thread;
+  is not thread-safe, so every engine call runs on one dedicated worker thread, and the
+  steps of all conversations are batched there (:mod:`personaplex_server.batching`);
 * ``emit``: sends queued messages to the client.
 
 How a session ended is decided in one place (:func:`personaplex_server.errors.to_client`).
@@ -23,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -46,6 +47,9 @@ from .errors import (
 )
 from .metrics import Metrics
 from .params import ChatParams
+
+if TYPE_CHECKING:
+    from .batching import StepBatcher
 
 log = logging.getLogger(__name__)
 
@@ -105,17 +109,6 @@ class EngineWorker:
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.wrap_future(self.submit(fn, *args))
 
-    async def timed(self, fn: Callable[..., T], *args: Any) -> tuple[T, float, float]:
-        """Run fn on the worker; also return its wall time and the worker thread's CPU
-        time, both measured on the worker itself (queueing excluded)."""
-
-        def run() -> tuple[T, float, float]:
-            c0, t0 = time.thread_time(), time.perf_counter()
-            result = fn(*args)
-            return result, time.perf_counter() - t0, time.thread_time() - c0
-
-        return await self.call(run)
-
     def shutdown(self) -> None:
         """Stop after the jobs already queued."""
         self._jobs.put(None)
@@ -153,6 +146,7 @@ class ChatSession:
         ws: WebSocket,
         engine: EngineLike,
         worker: EngineWorker,
+        batcher: StepBatcher,
         metrics: Metrics,
         params: ChatParams,
         sampling: Any,
@@ -162,6 +156,7 @@ class ChatSession:
         self.ws = ws
         self.engine = engine
         self.worker = worker
+        self.batcher = batcher
         self.metrics = metrics
         self.params = params
         self.sampling = sampling
@@ -301,10 +296,9 @@ class ChatSession:
                 )
             frame = await self._frames.get()
             try:
-                out, seconds, cpu_seconds = await self.worker.timed(session.step, frame)
+                out, _seconds = await self.batcher.step(session, frame)
             except Exception as exc:
                 raise _engine_error(exc, starting=False) from exc
-            self.metrics.observe_step(seconds, cpu_seconds)
             self.stats.frames_stepped += 1
             if out.pcm is not None:
                 opus = self._encoder.encode(out.pcm)

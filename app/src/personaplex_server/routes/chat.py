@@ -32,7 +32,8 @@ async def chat(ws: WebSocket) -> None:
         if not token_ok(settings.access_token, ws.query_params, ws.cookies):
             raise Unauthorized("unauthorized: missing or wrong access token")
         engine = state.engine
-        if not state.ready or engine is None or state.worker is None:
+        batcher = state.batcher
+        if not state.ready or engine is None or state.worker is None or batcher is None:
             raise NotReady("the model is still loading; try again in a minute")
         params = parse_chat_params(ws.query_params, engine.voices, settings.max_text_prompt_chars)
         if not state.capacity.try_acquire():
@@ -83,6 +84,7 @@ async def chat(ws: WebSocket) -> None:
             ws,
             engine,
             state.worker,
+            batcher,
             metrics,
             params,
             sampling,
