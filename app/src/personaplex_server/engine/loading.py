@@ -18,7 +18,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -468,8 +468,3 @@ def load_tokenizer(files: ModelFiles) -> Any:
     except (OSError, RuntimeError) as exc:
         raise EngineLoadError(f"cannot load the tokenizer {files.tokenizer}: {exc}") from exc
 
-
-def iter_linear_modules(module: nn.Module) -> Iterator[nn.Module]:
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            yield m

@@ -67,8 +67,8 @@ def quantize_linears(module: nn.Module, method: str) -> int:
     return count
 
 
-def linear_bytes(module: nn.Module) -> int:
-    """Bytes held by parameters and buffers (quantized layers included)."""
+def module_bytes(module: nn.Module) -> int:
+    """Bytes held by parameters and buffers (the NF4 quantization state included)."""
     total = 0
     for t in list(module.parameters()) + list(module.buffers()):
         total += t.numel() * t.element_size()

@@ -33,7 +33,8 @@ import torch
 from . import constants as C
 from .loading import ModelFiles, load_lm, load_mimi, load_tokenizer, resolve_files
 from .planning import GIB, GpuSpec, ModelSpec, PlanError, PrecisionPlan, plan_precision
-from .prompt import PromptFrames, build_prompt, wrap_with_system_tags
+from .prompt import PromptFrames, build_prompt, fork_columns, wrap_with_system_tags
+from .quant import module_bytes
 from .types import (
     ContextExhausted,
     EngineConfig,
@@ -213,6 +214,7 @@ class Engine:
             "memory": plan.as_info(),
             "versions": _versions(),
         }
+        info["memory"]["weights_actual_gib"] = round(module_bytes(lm) / GIB, 3)
         engine = cls(cfg, files, lm, mimi, tokenizer, device, plan, info)
         engine._record_memory("after_load")
         log.info(
@@ -418,7 +420,7 @@ class Engine:
         """Feed columns 0..P-2 through the temporal transformer, set the token cache, step P-1."""
         lm = self.lm
         p = len(frames)
-        cols = _columns(frames, p + 1, lm.text_initial_token_id, lm.initial_token_id)
+        cols = fork_columns(frames, p + 1, lm.text_initial_token_id, lm.initial_token_id)
         first_token_col = 0
         cond: torch.Tensor | None = None
         if voice.embeddings is not None:
@@ -609,12 +611,6 @@ class Engine:
 
 
 # ---------------------------------------------------------------- helpers
-
-def _columns(frames: PromptFrames, n: int, initial_text: int, initial_audio: int) -> torch.Tensor:
-    from .prompt import fork_columns
-
-    return fork_columns(frames, n, initial_text, initial_audio)
-
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
