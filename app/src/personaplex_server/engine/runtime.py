@@ -362,8 +362,9 @@ class Engine:
             if self.batch > 1:
                 self._select(session)  # the reset re-enabled the slot: mask the others again
             self.mimi.reset_streaming()
-            if session.sampling.seed is not None:
-                torch.manual_seed(session.sampling.seed)
+            seed = session.sampling.seed
+            if seed is not None and seed != -1:  # -1: no seed, as the official server
+                torch.manual_seed(seed)
             codes = voice.codes
             if codes is None:  # .pt: only the last voice frame's codebooks 1-7 are needed
                 assert voice.cache is not None
