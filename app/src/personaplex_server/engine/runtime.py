@@ -465,7 +465,9 @@ class Engine:
     def step_batch(self, items: list[tuple[EngineSession, np.ndarray]]) -> list[StepOutput]:
         """One frame for several sessions: one LM call per group of equal sampling parameters
         (the slots step together; Mimi runs per slot). Same results as stepping each alone
-        with deterministic sampling; with random sampling the sessions share one RNG."""
+        with deterministic sampling; with random sampling the sessions share one RNG.
+        Every session is checked (open, prompted, context left, frame size) before anything
+        runs: on an error nothing has moved, and the caller can retry without that session."""
         groups: dict[tuple[float, int, float, int], list[int]] = {}
         for i, (s, _) in enumerate(items):
             sp = s.sampling
