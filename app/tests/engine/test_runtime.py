@@ -132,6 +132,11 @@ def test_step_batch_equals_stepping_alone(make_engine: Callable[..., Engine]) ->
     assert [s.frames_used for s in sessions] == [s.prompt_frames + 4 for s in sessions]
     with pytest.raises(ValueError, match="twice"):
         engine.step_batch([(sessions[0], NOISE[0]), (sessions[0], NOISE[1])])
+    # a bad item (here: in the second sampling group) stops the batch before anything moves
+    before = [s.frames_used for s in sessions]
+    with pytest.raises(ValueError, match="samples"):
+        engine.step_batch([(sessions[0], NOISE[0]), (sessions[2], NOISE[0][:10])])
+    assert [s.frames_used for s in sessions] == before
 
 
 def test_context_exhaustion_is_defined(tmp_path: Path, make_engine: Callable[..., Engine]) -> None:

@@ -476,6 +476,8 @@ class Engine:
             raise ValueError("a session appears twice in one batch")
         results: list[StepOutput | None] = [None] * len(items)
         with self._lock:
+            for session, pcm in items:
+                self._validate(session, pcm)
             for idx in groups.values():
                 outs = self._step_group([items[i][0] for i in idx], [items[i][1] for i in idx])
                 for i, o in zip(idx, outs, strict=True):
@@ -489,20 +491,7 @@ class Engine:
     def _step_group(
         self, sessions: list[EngineSession], pcms: list[np.ndarray]
     ) -> list[StepOutput]:
-        frames: list[np.ndarray] = []
-        for session, pcm in zip(sessions, pcms, strict=True):
-            self._check(session)
-            if not session.prompted:
-                raise RuntimeError("run_prompt() must come before step()")
-            if session.frames_used >= self.max_frames:
-                raise ContextExhausted(
-                    f"the conversation used the model's whole context ({self.max_frames} frames, "
-                    f"{self.max_frames / C.FRAME_RATE:.0f} s)"
-                )
-            x = np.asarray(pcm, dtype=np.float32).reshape(-1)
-            if x.shape[0] != self.frame_size:
-                raise ValueError(f"expected {self.frame_size} samples, got {x.shape[0]}")
-            frames.append(np.clip(x, -1.0, 1.0))
+        frames = [self._validate(s, p) for s, p in zip(sessions, pcms, strict=True)]
         with self._ctx():
             self._apply_sampling(sessions[0].sampling)
             self._set_exec_slots([s.slot for s in sessions])
@@ -523,6 +512,20 @@ class Engine:
         for session in sessions:
             session.frames_used += 1
         return [StepOutput(pcm=p, text=self._piece(t)) for t, p in outs]
+
+    def _validate(self, session: EngineSession, pcm: np.ndarray) -> np.ndarray:
+        self._check(session)
+        if not session.prompted:
+            raise RuntimeError("run_prompt() must come before step()")
+        if session.frames_used >= self.max_frames:
+            raise ContextExhausted(
+                f"the conversation used the model's whole context ({self.max_frames} frames, "
+                f"{self.max_frames / C.FRAME_RATE:.0f} s)"
+            )
+        x = np.asarray(pcm, dtype=np.float32).reshape(-1)
+        if x.shape[0] != self.frame_size:
+            raise ValueError(f"expected {self.frame_size} samples, got {x.shape[0]}")
+        return np.clip(x, -1.0, 1.0)
 
     def _piece(self, text_id: int) -> str | None:
         if text_id in (C.TEXT_EPAD_ID, C.TEXT_PAD_ID) or text_id < 0:
