@@ -150,6 +150,8 @@ def test_lifecycle_create_rerun_resize_stop_teardown(cloud, tmp_path):
     sa_member = f"serviceAccount:personaplex-vm@{PROJECT}.iam.gserviceaccount.com"
     assert not any(sa_member in b["members"] for b in fake.project_policy["bindings"])
     assert list(fake.buckets) == [f"{PROJECT}-personaplex-weights"]  # the cached weights are kept
+    kept_policy = fake.bucket_policies[f"{PROJECT}-personaplex-weights"]
+    assert not any(sa_member in b["members"] for b in kept_policy["bindings"])
 
     proc, _ = play("teardown.yml", gcp_teardown_confirm="personaplex", gcp_teardown_delete_bucket=True)
     assert proc.returncode == 0 and fake.buckets == {}
