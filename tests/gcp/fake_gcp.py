@@ -37,6 +37,7 @@ class FakeGcp:
         self.global_quotas: dict[str, tuple[float, float]] = {"GPUS_ALL_REGIONS": (0.0, 0.0)}
         self.zone_gpus = {"us-central1-a": {"nvidia-tesla-t4", "nvidia-l4", "nvidia-tesla-a100"}}
         self.calls: list[tuple[str, str]] = []
+        self.bodies: list[tuple[str, str, Any]] = []  # (method, host+path, JSON body) of every call
         self.ids = itertools.count(1000)
         self.lock = threading.Lock()
 
@@ -63,6 +64,7 @@ class FakeGcp:
     def handle(self, method: str, host: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
         with self.lock:
             self.calls.append((method, f"{host}{path}"))
+            self.bodies.append((method, f"{host}{path}", json.loads(json.dumps(body)) if body is not None else None))
             if host == "oauth2.googleapis.com" and path == "/token":
                 return 200, {"access_token": "ya29.fake", "expires_in": 3600, "token_type": "Bearer"}
             if host in ("compute.googleapis.com", "www.googleapis.com") and path.startswith("/compute/v1/"):

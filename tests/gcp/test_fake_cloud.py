@@ -158,9 +158,15 @@ def test_lifecycle_create_rerun_resize_stop_teardown(cloud, tmp_path):
 
 
 @pytest.mark.parametrize("cloud", ["adc"], indirect=True)
-def test_provision_with_application_default_credentials(cloud):
-    """With ADC no key file may reach google.cloud's modules (they refuse one, even empty)."""
+def test_provision_l4_with_application_default_credentials(cloud):
+    """With ADC no key file may reach google.cloud's modules (they refuse one, even empty); an L4 VM
+    is created with its GPU coming from the machine type (no guestAccelerators sent)."""
     fake, play = cloud
-    proc, _ = play("provision.yml")
+    proc, calls = play("provision.yml", gcp_profile="l4", gcp_spot=True)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert fake.compute[VM]["status"] == "RUNNING"
+    vm = fake.compute[VM]
+    assert vm["status"] == "RUNNING" and vm["machineType"].endswith("/g2-standard-4")
+    assert vm["scheduling"] == {"onHostMaintenance": "TERMINATE", "automaticRestart": False, "preemptible": True}
+    sent = next(b for m, path, b in fake.bodies if m == "POST" and path.endswith("/zones/us-central1-a/instances"))
+    assert not sent.get("guestAccelerators")
+    assert [a["acceleratorType"].rsplit("/", 1)[-1] for a in vm["guestAccelerators"]] == ["nvidia-l4"]
