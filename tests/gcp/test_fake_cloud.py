@@ -162,7 +162,7 @@ def test_provision_l4_with_application_default_credentials(cloud):
     """With ADC no key file may reach google.cloud's modules (they refuse one, even empty); an L4 VM
     is created with its GPU coming from the machine type (no guestAccelerators sent)."""
     fake, play = cloud
-    proc, calls = play("provision.yml", gcp_profile="l4", gcp_spot=True)
+    proc, _ = play("provision.yml", gcp_profile="l4", gcp_spot=True)
     assert proc.returncode == 0, proc.stdout[-3000:]
     vm = fake.compute[VM]
     assert vm["status"] == "RUNNING" and vm["machineType"].endswith("/g2-standard-4")
