@@ -158,11 +158,12 @@ def test_lifecycle_create_rerun_resize_stop_teardown(cloud, tmp_path):
 
 
 @pytest.mark.parametrize("cloud", ["adc"], indirect=True)
-def test_provision_l4_with_application_default_credentials(cloud):
+def test_provision_l4_spot_iap_with_application_default_credentials(cloud, tmp_path):
     """With ADC no key file may reach google.cloud's modules (they refuse one, even empty); an L4 VM
-    is created with its GPU coming from the machine type (no guestAccelerators sent)."""
+    is created with its GPU coming from the machine type (no guestAccelerators sent); with IAP the
+    SSH rule admits only Google's IAP range and the host key is pinned under the VM's name."""
     fake, play = cloud
-    proc, _ = play("provision.yml", gcp_profile="l4", gcp_spot=True)
+    proc, _ = play("provision.yml", gcp_profile="l4", gcp_spot=True, gcp_ssh_access="iap", gcp_admin_cidrs=[])
     assert proc.returncode == 0, proc.stdout[-3000:]
     vm = fake.compute[VM]
     assert vm["status"] == "RUNNING" and vm["machineType"].endswith("/g2-standard-4")
@@ -170,3 +171,8 @@ def test_provision_l4_with_application_default_credentials(cloud):
     sent = next(b for m, path, b in fake.bodies if m == "POST" and path.endswith("/zones/us-central1-a/instances"))
     assert not sent.get("guestAccelerators")
     assert [a["acceleratorType"].rsplit("/", 1)[-1] for a in vm["guestAccelerators"]] == ["nvidia-l4"]
+    ssh_rule = fake.compute[f"projects/{PROJECT}/global/firewalls/personaplex-allow-ssh"]
+    assert ssh_rule["sourceRanges"] == ["35.235.240.0/20"]
+    assert fake.services.get("iap.googleapis.com") == "ENABLED"
+    known = (tmp_path / ".ssh" / "personaplex_known_hosts").read_text()
+    assert "personaplex-vm ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeHostKeyForTests" in known
