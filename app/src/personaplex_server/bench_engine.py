@@ -79,8 +79,28 @@ class BenchResult:
     def failed(cls, config: str, device: str, error: str) -> BenchResult:
         dtype, quant = CONFIGS.get(config, ("?", "?"))
         nan = float("nan")
-        return cls(config, device, 0, None, dtype, quant, 0, 0.0, 0, 0.0, nan, nan, nan, nan,
-                   nan, nan, 0, None, None, error=error[:500])
+        return cls(
+            config,
+            device,
+            0,
+            None,
+            dtype,
+            quant,
+            0,
+            0.0,
+            0,
+            0.0,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            0,
+            None,
+            None,
+            error=error[:500],
+        )
 
 
 def _percentile(xs: list[float], q: float) -> float:
@@ -103,10 +123,15 @@ class _FakeTokenizer:
         return [100 + (ord(c) % 200) for c in text]
 
 
-def build_random_full(config: str, device: str = "auto", max_sessions: int = 1,
-                      use_cuda_graphs: bool = True, use_compile: bool = True,
-                      lm_kwargs: dict[str, Any] | None = None,
-                      mimi_config: dict[str, Any] | None = None) -> Any:
+def build_random_full(
+    config: str,
+    device: str = "auto",
+    max_sessions: int = 1,
+    use_cuda_graphs: bool = True,
+    use_compile: bool = True,
+    lm_kwargs: dict[str, Any] | None = None,
+    mimi_config: dict[str, Any] | None = None,
+) -> Any:
     """An Engine over the full architecture with random weights (nothing downloaded).
 
     ``lm_kwargs``/``mimi_config`` replace the PersonaPlex architecture (tests use tiny ones).
@@ -168,23 +193,48 @@ def build_random_full(config: str, device: str = "auto", max_sessions: int = 1,
     mimi.eval()
     gpu = gpu_spec(dev) if dev.type == "cuda" else None
     spec = ModelSpec.personaplex() if lm_kwargs is None else None
-    plan = plan_precision(gpu, dtype=dtype_name, quantize=quant, max_sessions=max_sessions,
-                          spec=spec)
-    cfg = EngineConfig(model_dir=Path("random-full"), device=str(dev), dtype=dtype_name,  # type: ignore[arg-type]
-                       quantize=quant, max_sessions=max_sessions,  # type: ignore[arg-type]
-                       use_cuda_graphs=use_cuda_graphs, use_compile=use_compile)
-    files = ModelFiles(Path("random"), Path("random"), Path("random"), kwargs, None,
-                       "personaplex-7b-v1 architecture, random weights")
+    plan = plan_precision(
+        gpu, dtype=dtype_name, quantize=quant, max_sessions=max_sessions, spec=spec
+    )
+    cfg = EngineConfig(
+        model_dir=Path("random-full"),
+        device=str(dev),
+        dtype=dtype_name,  # type: ignore[arg-type]
+        quantize=quant,
+        max_sessions=max_sessions,  # type: ignore[arg-type]
+        use_cuda_graphs=use_cuda_graphs,
+        use_compile=use_compile,
+    )
+    files = ModelFiles(
+        Path("random"),
+        Path("random"),
+        Path("random"),
+        kwargs,
+        None,
+        "personaplex-7b-v1 architecture, random weights",
+    )
     info: dict[str, Any] = {
-        "model": files.model_name, "device": str(dev), "dtype": dtype_name, "quantize": quant,
-        "capacity": max_sessions, "memory": plan.as_info(),
+        "model": files.model_name,
+        "device": str(dev),
+        "dtype": dtype_name,
+        "quantize": quant,
+        "capacity": max_sessions,
+        "memory": plan.as_info(),
         "gpu": None if gpu is None else {"name": gpu.name},
     }
     return Engine(cfg, files, lm, mimi, _FakeTokenizer(), dev, plan, info)
 
 
-def bench_one(engine: Any, config: str, frames: int, warmup_frames: int, load_s: float,
-              voice_frames: int = 50, text_tokens: int = 30, sessions: int = 1) -> BenchResult:
+def bench_one(
+    engine: Any,
+    config: str,
+    frames: int,
+    warmup_frames: int,
+    load_s: float,
+    voice_frames: int = 50,
+    text_tokens: int = 30,
+    sessions: int = 1,
+) -> BenchResult:
     """Time ``frames`` steps after ``warmup_frames``; with ``sessions`` > 1 every step is
     one :meth:`Engine.step_batch` over that many conversations (the engine needs as many
     slots)."""
@@ -200,8 +250,9 @@ def bench_one(engine: Any, config: str, frames: int, warmup_frames: int, load_s:
     active = []
     t0 = time.perf_counter()
     for slot in range(sessions):
-        session = EngineSession(engine, slot, "bench", list(range(100, 100 + text_tokens)),
-                                SamplingParams(seed=0))
+        session = EngineSession(
+            engine, slot, "bench", list(range(100, 100 + text_tokens)), SamplingParams(seed=0)
+        )
         engine._slots[slot] = session
         codes = torch.randint(0, 2048, (voice_frames, 8), generator=g)
         engine._prompt_with(session, _Voice(codes, None, None, voice_frames))
@@ -234,13 +285,22 @@ def bench_one(engine: Any, config: str, frames: int, warmup_frames: int, load_s:
     mean = statistics.fmean(times)
     gpu = engine.info.get("gpu") or {}
     return BenchResult(
-        config=config, device=str(dev), sessions=sessions, gpu=gpu.get("name"),
+        config=config,
+        device=str(dev),
+        sessions=sessions,
+        gpu=gpu.get("name"),
         dtype=engine.plan.dtype,
-        quantize=engine.plan.quantize, frames=len(times), load_s=round(load_s, 2),
-        prompt_frames=session.prompt_frames, prompt_s=round(prompt_s, 3),
-        step_ms_mean=round(mean, 2), step_ms_p50=round(_percentile(times, 50), 2),
-        step_ms_p95=round(_percentile(times, 95), 2), step_ms_p99=round(_percentile(times, 99), 2),
-        step_ms_max=round(max(times), 2), rtf=round(mean / FRAME_MS, 3),
+        quantize=engine.plan.quantize,
+        frames=len(times),
+        load_s=round(load_s, 2),
+        prompt_frames=session.prompt_frames,
+        prompt_s=round(prompt_s, 3),
+        step_ms_mean=round(mean, 2),
+        step_ms_p50=round(_percentile(times, 50), 2),
+        step_ms_p95=round(_percentile(times, 95), 2),
+        step_ms_p99=round(_percentile(times, 99), 2),
+        step_ms_max=round(max(times), 2),
+        rtf=round(mean / FRAME_MS, 3),
         late_frames=sum(t > FRAME_MS for t in times),
         peak_gib=None if peak is None else round(peak, 2),
         allocated_gib=None if alloc is None else round(alloc, 2),
@@ -277,20 +337,30 @@ def bench(
                 torch.cuda.reset_peak_memory_stats()
             t0 = time.perf_counter()
             if random_full:
-                engine = build_random_full(config, device, max_sessions=sessions,
-                                           use_cuda_graphs=use_cuda_graphs,
-                                           use_compile=use_compile)
+                engine = build_random_full(
+                    config,
+                    device,
+                    max_sessions=sessions,
+                    use_cuda_graphs=use_cuda_graphs,
+                    use_compile=use_compile,
+                )
             else:
                 assert model_dir is not None
-                engine = Engine.load(EngineConfig(
-                    model_dir=model_dir, device=device, dtype=dtype,  # type: ignore[arg-type]
-                    quantize=quant,  # type: ignore[arg-type]
-                    max_sessions=sessions,
-                    use_cuda_graphs=use_cuda_graphs, use_compile=use_compile,
-                ))
+                engine = Engine.load(
+                    EngineConfig(
+                        model_dir=model_dir,
+                        device=device,
+                        dtype=dtype,  # type: ignore[arg-type]
+                        quantize=quant,  # type: ignore[arg-type]
+                        max_sessions=sessions,
+                        use_cuda_graphs=use_cuda_graphs,
+                        use_compile=use_compile,
+                    )
+                )
             load_s = time.perf_counter() - t0
-            results.append(bench_one(engine, config, frames, warmup_frames, load_s,
-                                     sessions=sessions))
+            results.append(
+                bench_one(engine, config, frames, warmup_frames, load_s, sessions=sessions)
+            )
         except Exception as exc:  # one config failing must not hide the others
             log.exception("config %s failed", config)
             results.append(BenchResult.failed(config, device, f"{type(exc).__name__}: {exc}"))
@@ -303,21 +373,43 @@ def bench(
 
 
 def format_table(results: Sequence[BenchResult]) -> str:
-    head = ("config", "device", "streams", "frames", "p50 ms", "p95 ms", "p99 ms", "max ms", "RTF",
-            "late", "peak GiB", "prompt s", "load s")
+    head = (
+        "config",
+        "device",
+        "streams",
+        "frames",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "RTF",
+        "late",
+        "peak GiB",
+        "prompt s",
+        "load s",
+    )
     rows: list[tuple[str, ...]] = [head]
     for r in results:
         if r.error:
-            rows.append((r.config, r.device, str(r.sessions), "error: " + r.error[:60],
-                         *[""] * 9))
+            rows.append((r.config, r.device, str(r.sessions), "error: " + r.error[:60], *[""] * 9))
             continue
-        rows.append((
-            r.config, r.gpu or r.device, str(r.sessions), str(r.frames), f"{r.step_ms_p50:.1f}",
-            f"{r.step_ms_p95:.1f}", f"{r.step_ms_p99:.1f}", f"{r.step_ms_max:.1f}",
-            f"{r.rtf:.3f}", str(r.late_frames),
-            "-" if r.peak_gib is None else f"{r.peak_gib:.2f}",
-            f"{r.prompt_s:.2f} ({r.prompt_frames} fr)", f"{r.load_s:.1f}",
-        ))
+        rows.append(
+            (
+                r.config,
+                r.gpu or r.device,
+                str(r.sessions),
+                str(r.frames),
+                f"{r.step_ms_p50:.1f}",
+                f"{r.step_ms_p95:.1f}",
+                f"{r.step_ms_p99:.1f}",
+                f"{r.step_ms_max:.1f}",
+                f"{r.rtf:.3f}",
+                str(r.late_frames),
+                "-" if r.peak_gib is None else f"{r.peak_gib:.2f}",
+                f"{r.prompt_s:.2f} ({r.prompt_frames} fr)",
+                f"{r.load_s:.1f}",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -327,33 +419,53 @@ def format_table(results: Sequence[BenchResult]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--model-dir", type=Path, help="a model folder (real or tiny)")
-    src.add_argument("--random-full", action="store_true",
-                     help="full PersonaPlex architecture with random weights (no download)")
-    parser.add_argument("--configs", default="bf16,fp16+int8,fp16+nf4",
-                        help=f"comma-separated, from: {', '.join(CONFIGS)}")
+    src.add_argument(
+        "--random-full",
+        action="store_true",
+        help="full PersonaPlex architecture with random weights (no download)",
+    )
+    parser.add_argument(
+        "--configs",
+        default="bf16,fp16+int8,fp16+nf4",
+        help=f"comma-separated, from: {', '.join(CONFIGS)}",
+    )
     parser.add_argument("--frames", type=int, default=200, help="timed frames per config")
     parser.add_argument("--warmup-frames", type=int, default=20)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--sessions", type=int, default=1,
-                        help="concurrent conversations stepped together (Engine.step_batch)")
+    parser.add_argument(
+        "--sessions",
+        type=int,
+        default=1,
+        help="concurrent conversations stepped together (Engine.step_batch)",
+    )
     parser.add_argument("--no-cuda-graphs", action="store_true")
     parser.add_argument("--no-compile", action="store_true")
-    parser.add_argument("--json", type=Path, nargs="?", const=Path("-"),
-                        help="also write the results as JSON (to a file, or - for stdout)")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        nargs="?",
+        const=Path("-"),
+        help="also write the results as JSON (to a file, or - for stdout)",
+    )
 
 
 def run_engine_bench(argv: Sequence[str] | None = None) -> int:
     """Command-line entry: parse ``argv``, run, print the table (and JSON). Exit status."""
-    parser = argparse.ArgumentParser(prog="personaplex-server bench engine",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="personaplex-server bench engine", description=__doc__.split("\n\n")[0]
+    )
     add_arguments(parser)
     args = parser.parse_args(list(argv) if argv is not None else None)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     results = bench(
-        args.model_dir, random_full=args.random_full,
+        args.model_dir,
+        random_full=args.random_full,
         configs=[c.strip() for c in args.configs.split(",") if c.strip()],
-        frames=args.frames, warmup_frames=args.warmup_frames, device=args.device,
-        use_cuda_graphs=not args.no_cuda_graphs, use_compile=not args.no_compile,
+        frames=args.frames,
+        warmup_frames=args.warmup_frames,
+        device=args.device,
+        use_cuda_graphs=not args.no_cuda_graphs,
+        use_compile=not args.no_compile,
         sessions=args.sessions,
     )
     print(format_table(results))

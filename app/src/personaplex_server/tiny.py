@@ -41,9 +41,16 @@ def tiny_lm_kwargs(context: int = 3000) -> dict[str, Any]:
 
     kw: dict[str, Any] = dict(loaders._lm_kwargs)
     kw.update(
-        dim=32, num_heads=2, num_layers=2, text_card=TINY_VOCAB, context=context,
-        depformer_dim=16, depformer_dim_feedforward=int(4.125 * 16), depformer_num_heads=2,
-        depformer_num_layers=2, dep_q=16,
+        dim=32,
+        num_heads=2,
+        num_layers=2,
+        text_card=TINY_VOCAB,
+        context=context,
+        depformer_dim=16,
+        depformer_dim_feedforward=int(4.125 * 16),
+        depformer_num_heads=2,
+        depformer_num_layers=2,
+        dep_q=16,
     )
     assert kw["n_q"] == 16 and kw["card"] == 2048 and len(kw["delays"]) == 17
     return kw
@@ -56,7 +63,11 @@ def tiny_mimi_config() -> dict[str, Any]:
     cfg["seanet"].update(dimension=32, n_filters=2)
     cfg["quantizer"].update(dimension=8, n_q=8, input_dimension=32, output_dimension=32)
     cfg["transformer"].update(
-        d_model=32, num_heads=2, num_layers=1, dim_feedforward=64, input_dimension=32,
+        d_model=32,
+        num_heads=2,
+        num_layers=1,
+        dim_feedforward=64,
+        input_dimension=32,
         output_dimensions=[32],
     )
     return cfg
@@ -83,7 +94,10 @@ def _train_tokenizer(path: Path, seed: int) -> None:
         vocab_size=TINY_VOCAB,
         model_type="unigram",
         character_coverage=1.0,
-        unk_id=0, bos_id=1, eos_id=2, pad_id=3,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=3,
         num_threads=1,
         hard_vocab_limit=False,
         minloglevel=2,
@@ -154,16 +168,18 @@ def generate(out_dir: Path, seed: int = 0, context: int = 3000) -> Path:
                 buf.copy_(torch.randn(buf.shape, generator=gen))
             elif name.endswith("cluster_usage") or name.endswith("_initialized"):
                 buf.fill_(1.0)
-    save_file({k: v.contiguous() for k, v in mimi.state_dict().items()},
-              str(out_dir / C.MIMI_FILE))
+    save_file({k: v.contiguous() for k, v in mimi.state_dict().items()}, str(out_dir / C.MIMI_FILE))
     (out_dir / "mimi_config.json").write_text(json.dumps(mimi_cfg, indent=1))
 
     _train_tokenizer(out_dir / C.TOKENIZER_FILE, seed)
 
     config = dict(lm_kwargs)
     config.update(
-        moshi_name=C.LM_FILE, mimi_name=C.MIMI_FILE, tokenizer_name=C.TOKENIZER_FILE,
-        mimi_config_name="mimi_config.json", model_type="moshi",
+        moshi_name=C.LM_FILE,
+        mimi_name=C.MIMI_FILE,
+        tokenizer_name=C.TOKENIZER_FILE,
+        mimi_config_name="mimi_config.json",
+        model_type="moshi",
     )
     (out_dir / C.CONFIG_FILE).write_text(json.dumps(config, indent=1))
 
@@ -175,8 +191,11 @@ def generate(out_dir: Path, seed: int = 0, context: int = 3000) -> Path:
     rng = np.random.default_rng(seed)
     t = np.arange(int(1.0 * C.SAMPLE_RATE)) / C.SAMPLE_RATE
     tone = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
-    _write_wav(out_dir / C.VOICES_DIR / "TONE0.wav", tone + 0.01 * rng.standard_normal(t.shape),
-               C.SAMPLE_RATE)
+    _write_wav(
+        out_dir / C.VOICES_DIR / "TONE0.wav",
+        tone + 0.01 * rng.standard_normal(t.shape),
+        C.SAMPLE_RATE,
+    )
     return out_dir
 
 

@@ -10,13 +10,25 @@ import pytest
 from personaplex_server import bench_engine, tiny
 
 
-def test_cli_on_a_model_folder(tiny_dir: Path, tmp_path: Path,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_on_a_model_folder(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "r.json"
-    rc = bench_engine.run_engine_bench([
-        "--model-dir", str(tiny_dir), "--configs", "fp32", "--frames", "3",
-        "--warmup-frames", "1", "--no-compile", "--json", str(out),
-    ])
+    rc = bench_engine.run_engine_bench(
+        [
+            "--model-dir",
+            str(tiny_dir),
+            "--configs",
+            "fp32",
+            "--frames",
+            "3",
+            "--warmup-frames",
+            "1",
+            "--no-compile",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     table = capsys.readouterr().out
     assert "p99 ms" in table and "fp32" in table
@@ -29,8 +41,9 @@ def test_cli_on_a_model_folder(tiny_dir: Path, tmp_path: Path,
 
 
 def test_several_streams_per_step(tiny_dir: Path) -> None:
-    (r,) = bench_engine.bench(tiny_dir, configs=["fp32"], frames=2, warmup_frames=1,
-                              use_compile=False, sessions=2)
+    (r,) = bench_engine.bench(
+        tiny_dir, configs=["fp32"], frames=2, warmup_frames=1, use_compile=False, sessions=2
+    )
     assert r.error is None and r.sessions == 2 and r.frames == 2
 
 
@@ -39,10 +52,14 @@ def test_several_streams_per_step(tiny_dir: Path) -> None:
 def test_random_weights_path(config: str) -> None:
     """The ``--random-full`` code path, with the tiny architecture instead of the 7B one."""
     engine = bench_engine.build_random_full(
-        config, device="cpu", use_compile=False,
-        lm_kwargs=tiny.tiny_lm_kwargs(), mimi_config=tiny.tiny_mimi_config(),
+        config,
+        device="cpu",
+        use_compile=False,
+        lm_kwargs=tiny.tiny_lm_kwargs(),
+        mimi_config=tiny.tiny_mimi_config(),
     )
     assert engine.lm.dep_q == 8
-    r = bench_engine.bench_one(engine, config, frames=2, warmup_frames=1, load_s=0.0,
-                               voice_frames=4, text_tokens=3)
+    r = bench_engine.bench_one(
+        engine, config, frames=2, warmup_frames=1, load_s=0.0, voice_frames=4, text_tokens=3
+    )
     assert r.frames == 2 and r.error is None and r.quantize == bench_engine.CONFIGS[config][1]

@@ -49,12 +49,13 @@ def test_checkpoint_is_dep_q_16_and_runtime_dep_q_8(tiny_dir: Path, make_engine)
     per_step = in_proj.shape[0] // 16
     for i in (0, 7):
         kept = lm.depformer.layers[0].self_attn.in_projs[i].weight
-        torch.testing.assert_close(kept, in_proj[i * per_step:(i + 1) * per_step].float())
+        torch.testing.assert_close(kept, in_proj[i * per_step : (i + 1) * per_step].float())
     assert lm.depformer.layers[0].self_attn.in_projs[0].weight.dtype == torch.float32
 
 
-def test_sliced_weights_written_then_loaded_same_outputs(tiny_dir: Path, tmp_path: Path,
-                                                         make_engine) -> None:  # type: ignore[no-untyped-def]
+def test_sliced_weights_written_then_loaded_same_outputs(
+    tiny_dir: Path, tmp_path: Path, make_engine
+) -> None:  # type: ignore[no-untyped-def]
     model = tmp_path / "m"
     shutil.copytree(tiny_dir, model)
     first = make_engine(model, sliced_weights=True)
@@ -77,8 +78,9 @@ def test_sliced_weights_written_then_loaded_same_outputs(tiny_dir: Path, tmp_pat
     assert _run(first) == _run(second) == _run(plain)
 
 
-def test_checkpoint_without_user_half_weights_loads(tiny_dir: Path, tmp_path: Path,
-                                                    make_engine) -> None:  # type: ignore[no-untyped-def]
+def test_checkpoint_without_user_half_weights_loads(
+    tiny_dir: Path, tmp_path: Path, make_engine
+) -> None:  # type: ignore[no-untyped-def]
     """Weights only the user's codebooks use may be absent: they are dropped anyway."""
     from safetensors.torch import load_file, save_file
 
@@ -142,8 +144,7 @@ def test_cuda_requested_without_cuda(make_engine) -> None:  # type: ignore[no-un
         make_engine(device="cuda")
 
 
-def test_start_up_fails_when_nothing_fits(monkeypatch: pytest.MonkeyPatch,
-                                          make_engine) -> None:  # type: ignore[no-untyped-def]
+def test_start_up_fails_when_nothing_fits(monkeypatch: pytest.MonkeyPatch, make_engine) -> None:  # type: ignore[no-untyped-def]
     """Engine.load plans before it loads: a GPU too small for PersonaPlex is refused with
     the planner's message (the GPU is a stand-in: this machine has none)."""
     from personaplex_server.engine import runtime

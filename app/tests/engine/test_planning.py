@@ -79,7 +79,11 @@ def test_personaplex_spec_matches_the_model() -> None:
     from personaplex_server.engine.runtime import model_spec
 
     files = ModelFiles(  # real kwargs, no files needed for counting
-        lm=None, mimi=None, tokenizer=None,  # type: ignore[arg-type]
-        lm_kwargs=dict(loaders._lm_kwargs), mimi_config=None, model_name="x",
+        lm=None,
+        mimi=None,
+        tokenizer=None,  # type: ignore[arg-type]
+        lm_kwargs=dict(loaders._lm_kwargs),
+        mimi_config=None,
+        model_name="x",
     )
     assert model_spec(files) == ModelSpec.personaplex()

@@ -144,8 +144,9 @@ def test_voice_pt_replay_equals_playing_the_voice(make_engine: Callable[..., Eng
             assert pt["cache"].shape == (1, 17, 4)
             voice = _Voice(None, pt["embeddings"].reshape(8, -1), pt["cache"][0], 9)
         engine._prompt_with(session, voice)
-        outs = [engine._step(session, np.zeros(engine.frame_size, dtype=np.float32))
-                for _ in range(3)]
+        outs = [
+            engine._step(session, np.zeros(engine.frame_size, dtype=np.float32)) for _ in range(3)
+        ]
         results.append((rec, outs, session.frames_used))
     (rc, oc, nc), (rp, op, np_) = results
     assert nc == np_

@@ -36,16 +36,21 @@ def _first_logits(engine: Engine) -> torch.Tensor:
 def reference_logits(tiny_dir) -> torch.Tensor:  # type: ignore[no-untyped-def]
     from personaplex_server.engine import EngineConfig
 
-    engine = Engine.load(EngineConfig(model_dir=tiny_dir, dtype="float16", quantize="none",
-                                      use_compile=False))
+    engine = Engine.load(
+        EngineConfig(model_dir=tiny_dir, dtype="float16", quantize="none", use_compile=False)
+    )
     return _first_logits(engine)
 
 
-@pytest.mark.parametrize(("method", "cls", "min_cos"), [("int8", QLinear, 0.999),
-                                                       ("nf4", NF4Linear, 0.9)])
+@pytest.mark.parametrize(
+    ("method", "cls", "min_cos"), [("int8", QLinear, 0.999), ("nf4", NF4Linear, 0.9)]
+)
 def test_quantized_model_tracks_float16(
-    make_engine: Callable[..., Engine], reference_logits: torch.Tensor,
-    method: str, cls: type, min_cos: float,
+    make_engine: Callable[..., Engine],
+    reference_logits: torch.Tensor,
+    method: str,
+    cls: type,
+    min_cos: float,
 ) -> None:
     engine = make_engine(dtype="float16", quantize=method)
     assert engine.info["quantize"] == method and engine.info["dtype"] == "float16"

@@ -131,8 +131,10 @@ def prune_lm_root(lm: LMModel, dep_q: int) -> None:
     lm.dep_q = dep_q
 
 
-_STEP_RE = re.compile(r"(?:^|\.)(in_projs|out_projs|gating|linears|depformer_in|depformer_norms)"
-                      r"\.(\d+)\.")
+_STEP_RE = re.compile(
+    r"(?:^|\.)(in_projs|out_projs|gating|linears|depformer_in|depformer_norms)"
+    r"\.(\d+)\."
+)
 _EMB_RE = re.compile(r"^depformer_emb\.(\d+)\.")
 
 
@@ -141,8 +143,9 @@ def is_user_half(key: str) -> bool:
     if (m := _EMB_RE.match(key)) is not None:
         return int(m.group(1)) >= C.AGENT_DEP_Q - 1
     m2 = _STEP_RE.search(key)
-    if m2 is None or (m2.group(1) in ("in_projs", "out_projs", "gating")
-                      and not key.startswith("depformer.")):
+    if m2 is None or (
+        m2.group(1) in ("in_projs", "out_projs", "gating") and not key.startswith("depformer.")
+    ):
         return False
     return int(m2.group(2)) >= C.AGENT_DEP_Q
 
@@ -180,7 +183,9 @@ class SafetensorsStreamWriter:
     """Writes a safetensors file whose header is known up front, tensor by tensor."""
 
     def __init__(
-        self, path: Path, entries: list[tuple[str, torch.dtype, tuple[int, ...]]],
+        self,
+        path: Path,
+        entries: list[tuple[str, torch.dtype, tuple[int, ...]]],
         metadata: dict[str, str],
     ) -> None:
         self.path = path
@@ -191,7 +196,8 @@ class SafetensorsStreamWriter:
         for name, dtype, shape in entries:
             n = _numel(shape) * torch.empty((), dtype=dtype).element_size()
             header[name] = {
-                "dtype": _ST_DTYPES[dtype], "shape": list(shape),
+                "dtype": _ST_DTYPES[dtype],
+                "shape": list(shape),
                 "data_offsets": [offset, offset + n],
             }
             offset += n
@@ -327,7 +333,9 @@ def _open_sliced_writer(files: ModelFiles, ck_dtype: str) -> SafetensorsStreamWr
     if free < need:
         log.warning(
             "not writing sliced weights: %s has %.1f GB free, about %.1f GB needed",
-            final.parent, free / 1e9, need / 1e9,
+            final.parent,
+            free / 1e9,
+            need / 1e9,
         )
         return None
     st_dtype = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}.get(ck_dtype)
@@ -369,7 +377,7 @@ def _load_blocks(
     for i, (prefix, block) in enumerate(blocks):
         sub_keys = [k for k in keys if k.startswith(prefix)]
         in_block.update(sub_keys)
-        state = {k[len(prefix):]: f.get_tensor(k) for k in sub_keys}
+        state = {k[len(prefix) :]: f.get_tensor(k) for k in sub_keys}
         try:
             missing, unexpected = block.load_state_dict(state, strict=False, assign=True)
         except RuntimeError as exc:  # shape mismatches
@@ -431,7 +439,10 @@ def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _finish_module(
-    module: nn.Module, device: torch.device, dtype: torch.dtype, quantize: str,
+    module: nn.Module,
+    device: torch.device,
+    dtype: torch.dtype,
+    quantize: str,
     quantize_now: bool = True,
 ) -> None:
     """Cast to the runtime dtype, move to the device, quantize the linear layers there."""
@@ -467,4 +478,3 @@ def load_tokenizer(files: ModelFiles) -> Any:
         return sentencepiece.SentencePieceProcessor(model_file=str(files.tokenizer))
     except (OSError, RuntimeError) as exc:
         raise EngineLoadError(f"cannot load the tokenizer {files.tokenizer}: {exc}") from exc
-

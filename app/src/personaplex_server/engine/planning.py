@@ -195,9 +195,7 @@ def max_sessions_that_fit(spec: ModelSpec, gpu: GpuSpec, dtype: str, quantize: s
 def _nothing_fits_message(
     gpu: GpuSpec, spec: ModelSpec, cands: list[Candidate], budget: int, sessions: int
 ) -> str:
-    tried = ", ".join(
-        f"{c.dtype}+{c.quantize} needs {c.total_bytes / GIB:.1f} GiB" for c in cands
-    )
+    tried = ", ".join(f"{c.dtype}+{c.quantize} needs {c.total_bytes / GIB:.1f} GiB" for c in cands)
     hints: list[str] = []
     for c in cands:
         n = max_sessions_that_fit(spec, gpu, c.dtype, c.quantize)

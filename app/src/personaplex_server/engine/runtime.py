@@ -65,7 +65,11 @@ class EngineSession:
     """One conversation in one slot. Not thread-safe: drive it from one thread."""
 
     def __init__(
-        self, engine: Engine, slot: int, voice: str, text_tokens: list[int],
+        self,
+        engine: Engine,
+        slot: int,
+        voice: str,
+        text_tokens: list[int],
         sampling: SamplingParams,
     ) -> None:
         self._engine = engine
@@ -103,8 +107,15 @@ class Engine:
     sample_rate: int = C.SAMPLE_RATE
 
     def __init__(
-        self, cfg: EngineConfig, files: ModelFiles, lm: Any, mimi: Any, tokenizer: Any,
-        device: torch.device, plan: PrecisionPlan, info: dict[str, Any],
+        self,
+        cfg: EngineConfig,
+        files: ModelFiles,
+        lm: Any,
+        mimi: Any,
+        tokenizer: Any,
+        device: torch.device,
+        plan: PrecisionPlan,
+        info: dict[str, Any],
     ) -> None:
         from moshi.models.lm import LMGen
 
@@ -127,7 +138,10 @@ class Engine:
         self._force_audio = torch.full((b, 8), -1, dtype=torch.long, device=device)
         self._forcing = False
         self.lm_gen = LMGen(
-            lm, use_sampling=True, on_text_hook=self._on_text, on_audio_hook=self._on_audio,
+            lm,
+            use_sampling=True,
+            on_text_hook=self._on_text,
+            on_audio_hook=self._on_audio,
             support_out_of_sync=True,
         )
         with self._ctx():
@@ -154,14 +168,21 @@ class Engine:
         gpu = gpu_spec(device) if device.type == "cuda" else None
         try:
             plan = plan_precision(
-                gpu, dtype=cfg.dtype, quantize=cfg.quantize, max_sessions=cfg.max_sessions,
+                gpu,
+                dtype=cfg.dtype,
+                quantize=cfg.quantize,
+                max_sessions=cfg.max_sessions,
                 spec=spec,
             )
         except PlanError as exc:
             raise EngineLoadError(str(exc)) from None
         log.info(
             "precision: %s + quantize %s (%s); estimated %.2f GiB for %d session(s)",
-            plan.dtype, plan.quantize, plan.reason, plan.estimate_bytes / GIB, cfg.max_sessions,
+            plan.dtype,
+            plan.quantize,
+            plan.reason,
+            plan.estimate_bytes / GIB,
+            cfg.max_sessions,
         )
         if plan.quantize != "none":
             _require_bitsandbytes(plan.quantize)
@@ -170,8 +191,12 @@ class Engine:
             torch.cuda.reset_peak_memory_stats(device)
         try:
             loaded = load_lm(
-                files, device=device, dtype=dtype, quantize=plan.quantize,
-                sliced_weights=cfg.sliced_weights, progress=lambda m: log.debug("%s", m),
+                files,
+                device=device,
+                dtype=dtype,
+                quantize=plan.quantize,
+                sliced_weights=cfg.sliced_weights,
+                progress=lambda m: log.debug("%s", m),
             )
         except torch.OutOfMemoryError as exc:
             raise EngineLoadError(
@@ -194,8 +219,11 @@ class Engine:
             "model": files.model_name,
             "model_dir": str(cfg.model_dir),
             "device": str(device),
-            "gpu": None if gpu is None else {
-                "name": gpu.name, "total_gib": round(gpu.total_bytes / GIB, 2),
+            "gpu": None
+            if gpu is None
+            else {
+                "name": gpu.name,
+                "total_gib": round(gpu.total_bytes / GIB, 2),
                 "capability": f"{gpu.capability[0]}.{gpu.capability[1]}",
             },
             "dtype": plan.dtype,
@@ -204,7 +232,8 @@ class Engine:
             "checkpoint_dep_q": loaded.checkpoint_dep_q,
             "dep_q": int(lm.dep_q),
             "weights_file": loaded.source.name,
-            "sliced_weights_written": None if loaded.sliced_written is None
+            "sliced_weights_written": None
+            if loaded.sliced_written is None
             else str(loaded.sliced_written),
             "context_frames": lm.context,
             "frame_size": C.FRAME_SIZE,
@@ -219,8 +248,14 @@ class Engine:
         engine._record_memory("after_load")
         log.info(
             "engine loaded in %.1f s: %s on %s, %s+%s, dep_q %d->%d, memory %s",
-            time.perf_counter() - t0, files.model_name, device, plan.dtype, plan.quantize,
-            loaded.checkpoint_dep_q, lm.dep_q, info["memory"],
+            time.perf_counter() - t0,
+            files.model_name,
+            device,
+            plan.dtype,
+            plan.quantize,
+            loaded.checkpoint_dep_q,
+            lm.dep_q,
+            info["memory"],
         )
         return engine
 
@@ -239,7 +274,8 @@ class Engine:
             return []
         ok = (C.EMBEDDING_VOICE_SUFFIX, *C.AUDIO_VOICE_SUFFIXES)
         return sorted(
-            p.name for p in d.iterdir()
+            p.name
+            for p in d.iterdir()
             if p.is_file() and p.suffix.lower() in ok and not p.name.startswith(".")
         )
 
@@ -449,8 +485,9 @@ class Engine:
                 seq[slot] = cols[:, start:end]
                 sum_cond = None
                 if cond is not None and start < first_token_col:
-                    sum_cond = torch.zeros(self.batch, end - start, dim, dtype=cond.dtype,
-                                           device=self.device)
+                    sum_cond = torch.zeros(
+                        self.batch, end - start, dim, dtype=cond.dtype, device=self.device
+                    )
                     upto = min(end, first_token_col)
                     sum_cond[slot, : upto - start] = cond[start:upto]
                 lm.forward_text(seq.to(self.device), sum_cond)
@@ -569,8 +606,10 @@ class Engine:
                 f"voice {path.name} is not a PersonaPlex voice embedding: {exc}"
             ) from None
         if emb.dim() != 4 or emb.shape[-1] != self.lm.dim or emb.shape[0] < 1:
-            raise ValueError(f"voice {path.name}: embeddings of shape {tuple(emb.shape)} do not "
-                             f"fit this model (dim {self.lm.dim})")
+            raise ValueError(
+                f"voice {path.name}: embeddings of shape {tuple(emb.shape)} do not "
+                f"fit this model (dim {self.lm.dim})"
+            )
         if cache.dim() != 3 or cache.shape[1] != self.lm.num_codebooks or cache.shape[2] < 2:
             raise ValueError(f"voice {path.name}: cache of shape {tuple(cache.shape)} unexpected")
         f = int(emb.shape[0]) + 1
@@ -609,7 +648,7 @@ class Engine:
             self._use_mimi(slot)
             self.mimi.reset_streaming()
             for i in range(n):
-                chunk = torch.from_numpy(padded[i * self.frame_size:(i + 1) * self.frame_size])
+                chunk = torch.from_numpy(padded[i * self.frame_size : (i + 1) * self.frame_size])
                 out.append(self.mimi.encode(chunk.to(self.device).view(1, 1, -1))[0, :, 0].cpu())
             self.mimi.reset_streaming()
         voice = torch.stack(out)
@@ -617,6 +656,7 @@ class Engine:
 
 
 # ---------------------------------------------------------------- helpers
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -657,8 +697,11 @@ def model_spec(files: ModelFiles) -> ModelSpec:
     mimi = loaders.get_mimi(None, files.mimi_config, device="meta")
     mimi_n = sum(p.numel() for p in mimi.parameters()) + sum(b.numel() for b in mimi.buffers())
     return ModelSpec(
-        linear_params=lin, other_params=total - lin, kv_elements_per_session=kv,
-        mimi_bytes=4 * mimi_n, context=context,
+        linear_params=lin,
+        other_params=total - lin,
+        kv_elements_per_session=kv,
+        mimi_bytes=4 * mimi_n,
+        context=context,
         linear_out_features=sum(m.weight.shape[0] for m in linears),
     )
 
