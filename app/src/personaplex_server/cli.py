@@ -41,6 +41,8 @@ def uvicorn_kwargs(settings: Settings) -> dict[str, object]:
         "log_config": None,
         "lifespan": "on",
         "server_header": False,
+        # On SIGTERM open conversations get a few seconds, then a close (systemd stop).
+        "timeout_graceful_shutdown": 5,
     }
 
 
