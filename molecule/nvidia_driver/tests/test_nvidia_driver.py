@@ -84,6 +84,14 @@ def test_keyring_from_cuda_keyring_holds_the_repository_key(host, dpkg):
     assert published == _fingerprints(host, f"cat {KEYRING}")
 
 
+def test_exactly_one_source_names_the_repository(host):
+    # nvidia_driver and cuda_toolkit both include nvidia_cuda_repo in converge.yml.
+    out = host.check_output(
+        f"grep -rlF {REPO_URL.rstrip('/')} /etc/apt/sources.list /etc/apt/sources.list.d/ || true"
+    )
+    assert out.split() == [SOURCE]
+
+
 def test_one_line_source_from_cuda_keyring_removed(host):
     # It points at NVIDIA's real URL: left in place, apt would have two sources.
     assert not host.file("/etc/apt/sources.list.d/cuda-debian12-x86_64.list").exists
