@@ -20,6 +20,14 @@ from helpers import LiveServer
 from personaplex_server.config import Settings
 
 
+@pytest.fixture(autouse=True)
+def _no_personaplex_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings read PERSONAPLEX_* from the environment: keep the caller's out of tests."""
+    for name in list(os.environ):
+        if name.startswith("PERSONAPLEX_") and name != "PERSONAPLEX_UI_DIST":
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture
 def live_server() -> Iterator[Callable[..., LiveServer]]:
     """Factory: live_server(app, settings) -> started LiveServer (stopped at teardown)."""

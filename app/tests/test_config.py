@@ -125,3 +125,15 @@ def test_cli_has_the_commands():
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert {"serve", "client", "bench", "make-tiny-model"} <= set(sub.choices)
+
+
+def test_importing_the_server_does_no_work():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, personaplex_server.app, personaplex_server.cli, personaplex_server.client;"
+        "heavy = [m for m in ('torch', 'moshi', 'av') if m in sys.modules];"
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
