@@ -83,8 +83,8 @@ start: setup ## start the VM again (disk and IP were kept)
 stop: setup ## stop the VM: no GPU or CPU charges while stopped (disk and IP still billed)
 	$(PLAYBOOK) playbooks/power.yml -e gcp_power_state=stopped
 
-teardown: setup ## delete everything created, found by label; keeps the weights bucket
-	$(PLAYBOOK) playbooks/teardown.yml
+teardown: setup ## delete everything created, found by label; keeps the bucket (CONFIRM=<deployment name>)
+	$(PLAYBOOK) playbooks/teardown.yml $(if $(CONFIRM),-e gcp_teardown_confirm=$(CONFIRM))
 
 clean: ## remove virtual environments and generated test data
 	rm -rf $(VENV) $(APP_VENV) .work
