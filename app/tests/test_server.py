@@ -493,3 +493,18 @@ def test_concurrent_sessions_are_stepped_in_batches_with_their_own_replies(live_
     assert metric(srv, "personaplex_step_batch_size_sum") > metric(
         srv, "personaplex_step_batch_size_count"
     )
+
+
+def test_server_stop_closes_open_conversations(live_server):
+    srv, engine = start(live_server)
+    with chat(srv) as ws:
+        assert ws.recv(timeout=5) == protocol.HANDSHAKE
+        t0 = time.monotonic()
+        srv.server.should_exit = True
+        messages, code = expect_close(ws, timeout=10)
+    assert time.monotonic() - t0 < 7  # uvicorn's graceful timeout is 5 s
+    assert code in (protocol.CloseCode.GOING_AWAY, 1012)  # 1012: service restart
+    deadline = time.monotonic() + 5
+    while engine.stats.sessions_closed < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine.stats.sessions_closed == 1  # the engine slot was released too

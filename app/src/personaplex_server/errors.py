@@ -68,6 +68,11 @@ class IdleTimeout(SessionError):
     reason = "idle"
 
 
+class ServerShutdown(SessionError):
+    close_code = CloseCode.GOING_AWAY
+    reason = "shutdown"
+
+
 class ContextExhausted(SessionError):
     """The model's context (3000 frames, 240 s for the real model) is used up."""
 

@@ -42,6 +42,7 @@ from .errors import (
     MalformedAudio,
     MessageTooBig,
     ServerBusy,
+    ServerShutdown,
     SessionError,
     to_client,
 )
@@ -179,6 +180,7 @@ class ChatSession:
         ``on_end`` runs as soon as the conversation is over, before the goodbye messages
         and the close handshake, so that a capacity slot is free at once."""
         ended: BaseException | None = None
+        cancelled = False
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._receive_loop(), name="receive")
@@ -187,7 +189,10 @@ class ChatSession:
                 tg.create_task(self._watchdog_loop(), name="watchdog")
         except BaseExceptionGroup as group:
             ended = _primary(group)
-        except (Exception, asyncio.CancelledError) as exc:  # pragma: no cover - defensive
+        except asyncio.CancelledError:  # the server is stopping: say so, then stop
+            cancelled = True
+            ended = ServerShutdown("the server is shutting down; reconnect in a moment")
+        except Exception as exc:  # pragma: no cover - defensive
             ended = exc
         finally:
             # Runs after any step already queued on the worker: the slot is freed there.
@@ -206,6 +211,8 @@ class ChatSession:
                 await self._send_quietly(protocol.error(outcome.message))
             await close_quietly(self.ws, outcome.close_code, outcome.reason)
         self.stats.ended = outcome.reason
+        if cancelled:
+            raise asyncio.CancelledError()
         return outcome.reason
 
     def _close_engine_sessions(self) -> None:
