@@ -501,7 +501,7 @@ def test_server_stop_closes_open_conversations(live_server):
         assert ws.recv(timeout=5) == protocol.HANDSHAKE
         t0 = time.monotonic()
         srv.server.should_exit = True
-        messages, code = expect_close(ws, timeout=10)
+        _messages, code = expect_close(ws, timeout=10)
     assert time.monotonic() - t0 < 7  # uvicorn's graceful timeout is 5 s
     assert code in (protocol.CloseCode.GOING_AWAY, 1012)  # 1012: service restart
     deadline = time.monotonic() + 5
