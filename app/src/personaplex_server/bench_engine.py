@@ -200,8 +200,8 @@ def build_random_full(
         model_dir=Path("random-full"),
         device=str(dev),
         dtype=dtype_name,  # type: ignore[arg-type]
-        quantize=quant,
-        max_sessions=max_sessions,  # type: ignore[arg-type]
+        quantize=quant,  # type: ignore[arg-type]
+        max_sessions=max_sessions,
         use_cuda_graphs=use_cuda_graphs,
         use_compile=use_compile,
     )
