@@ -58,16 +58,22 @@ def model_files() -> dict[str, bytes]:
     }
 
 
-LFS = {"model.safetensors", "tokenizer-e351c8d8-checkpoint125.safetensors", "voices.tgz",
-       "dist.tgz", "tokenizer_spm_32k_3.model"}
+LFS = {
+    "model.safetensors",
+    "tokenizer-e351c8d8-checkpoint125.safetensors",
+    "voices.tgz",
+    "dist.tgz",
+    "tokenizer_spm_32k_3.model",
+}
 
 
 @pytest.fixture
 def hub() -> Iterator[HubFixture]:
     fx = HubFixture()
     fx.valid_tokens = {"hf_good", "hf_not_granted"}
-    fx.repos[REPO_ID] = FakeRepo(files=model_files(), lfs=set(LFS), gated=True,
-                                granted_tokens={"hf_good"})
+    fx.repos[REPO_ID] = FakeRepo(
+        files=model_files(), lfs=set(LFS), gated=True, granted_tokens={"hf_good"}
+    )
     fx.start()
     yield fx
     fx.stop()

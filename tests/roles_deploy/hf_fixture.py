@@ -49,7 +49,8 @@ class HubFixture:
     def downloads(self, name: str | None = None) -> list[str]:
         """Paths of the GET requests on resolve URLs (file downloads)."""
         return [
-            p for m, p in self.requests
+            p
+            for m, p in self.requests
             if m == "GET" and "/resolve/" in p and (name is None or p.endswith("/" + name))
         ]
 
@@ -98,8 +99,8 @@ class HubFixture:
                 if not ok:
                     return
                 if path.startswith("/api/models/"):
-                    rest = path[len("/api/models/"):]
-                    repo_id, _, rev = rest.partition("/revision/")
+                    rest = path[len("/api/models/") :]
+                    repo_id, _, _rev = rest.partition("/revision/")
                     repo = fixture.repos.get(repo_id)
                     if repo is None:
                         return self._error(404, "RepoNotFound", "Repository not found")
@@ -108,13 +109,22 @@ class HubFixture:
                         sib: dict[str, Any] = {"rfilename": name, "size": len(data)}
                         if name in repo.lfs:
                             sib["blobId"] = git_blob_sha1(b"pointer " + name.encode())
-                            sib["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(),
-                                          "size": len(data), "pointerSize": 134}
+                            sib["lfs"] = {
+                                "sha256": hashlib.sha256(data).hexdigest(),
+                                "size": len(data),
+                                "pointerSize": 134,
+                            }
                         else:
                             sib["blobId"] = git_blob_sha1(data)
                         siblings.append(sib)
-                    return self._json({"id": repo_id, "sha": repo.sha, "siblings": siblings,
-                                       "gated": "manual" if repo.gated else False})
+                    return self._json(
+                        {
+                            "id": repo_id,
+                            "sha": repo.sha,
+                            "siblings": siblings,
+                            "gated": "manual" if repo.gated else False,
+                        }
+                    )
                 if "/resolve/" not in path:
                     return self._error(404, "", "not found")
                 repo_id, _, rest = path.lstrip("/").partition("/resolve/")
@@ -130,8 +140,11 @@ class HubFixture:
                 data = repo.files[name]
                 if name in repo.corrupt:
                     data = bytes(b ^ 0xFF for b in data[:16]) + data[16:]
-                etag = (hashlib.sha256(repo.files[name]).hexdigest() if name in repo.lfs
-                        else git_blob_sha1(repo.files[name]))
+                etag = (
+                    hashlib.sha256(repo.files[name]).hexdigest()
+                    if name in repo.lfs
+                    else git_blob_sha1(repo.files[name])
+                )
                 start, end = 0, len(data) - 1
                 rng = self.headers.get("Range")
                 status = 200
@@ -140,7 +153,7 @@ class HubFixture:
                     start = int(a or 0)
                     end = int(b) if b else len(data) - 1
                     status = 206
-                chunk = data[start:end + 1]
+                chunk = data[start : end + 1]
                 self.send_response(status)
                 self.send_header("X-Repo-Commit", repo.sha)
                 self.send_header("ETag", f'"{etag}"')

@@ -34,8 +34,12 @@ def hf_request(hub: HubFixture, dest: Path, token: str | None = "hf_good", **kw:
         "owner": USER,
         "group": GROUP,
         "min_free_gb": 0,
-        "huggingface": {"repo": REPO_ID, "revision": "main", "endpoint": hub.endpoint,
-                        "token": token},
+        "huggingface": {
+            "repo": REPO_ID,
+            "revision": "main",
+            "endpoint": hub.endpoint,
+            "token": token,
+        },
     }
     req.update(kw)
     return req
@@ -45,8 +49,9 @@ def sha(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
-def test_hf_fresh_download_verifies_unpacks_and_records(helper: ModuleType, hub: HubFixture,
-                                                        tmp_path: Path) -> None:
+def test_hf_fresh_download_verifies_unpacks_and_records(
+    helper: ModuleType, hub: HubFixture, tmp_path: Path
+) -> None:
     dest = tmp_path / "model"
     rc, out, _ = run(helper, hf_request(hub, dest))
     assert rc == 0, out
@@ -65,8 +70,9 @@ def test_hf_fresh_download_verifies_unpacks_and_records(helper: ModuleType, hub:
         assert mode & 0o007 == 0, p
 
 
-def test_hf_rerun_is_cheap_and_unchanged(helper: ModuleType, hub: HubFixture,
-                                         tmp_path: Path) -> None:
+def test_hf_rerun_is_cheap_and_unchanged(
+    helper: ModuleType, hub: HubFixture, tmp_path: Path
+) -> None:
     dest = tmp_path / "model"
     assert run(helper, hf_request(hub, dest))[0] == 0
     before = len(hub.downloads())
@@ -75,8 +81,9 @@ def test_hf_rerun_is_cheap_and_unchanged(helper: ModuleType, hub: HubFixture,
     assert len(hub.downloads()) == before
 
 
-def test_hf_truncated_file_refetched_alone(helper: ModuleType, hub: HubFixture,
-                                           tmp_path: Path) -> None:
+def test_hf_truncated_file_refetched_alone(
+    helper: ModuleType, hub: HubFixture, tmp_path: Path
+) -> None:
     dest = tmp_path / "model"
     run(helper, hf_request(hub, dest))
     with (dest / "model.safetensors").open("r+b") as fh:
@@ -85,11 +92,13 @@ def test_hf_truncated_file_refetched_alone(helper: ModuleType, hub: HubFixture,
     rc, out, _ = run(helper, hf_request(hub, dest))
     assert rc == 0 and out["changed"] is True
     assert hub.downloads() and all(p.endswith("/model.safetensors") for p in hub.downloads())
-    assert (dest / "model.safetensors").read_bytes() == hub.repos[REPO_ID].files["model.safetensors"]
+    want = hub.repos[REPO_ID].files["model.safetensors"]
+    assert (dest / "model.safetensors").read_bytes() == want
 
 
-def test_deleted_voice_is_restored_from_archive(helper: ModuleType, hub: HubFixture,
-                                                tmp_path: Path) -> None:
+def test_deleted_voice_is_restored_from_archive(
+    helper: ModuleType, hub: HubFixture, tmp_path: Path
+) -> None:
     dest = tmp_path / "model"
     run(helper, hf_request(hub, dest))
     (dest / "voices" / "NATM1.pt").unlink()
@@ -101,8 +110,9 @@ def test_deleted_voice_is_restored_from_archive(helper: ModuleType, hub: HubFixt
     assert any("voices.tgz" in a for a in out["actions"])
 
 
-def test_deep_verify_finds_same_size_corruption(helper: ModuleType, hub: HubFixture,
-                                                tmp_path: Path) -> None:
+def test_deep_verify_finds_same_size_corruption(
+    helper: ModuleType, hub: HubFixture, tmp_path: Path
+) -> None:
     dest = tmp_path / "model"
     run(helper, hf_request(hub, dest))
     p = dest / "tokenizer-e351c8d8-checkpoint125.safetensors"
@@ -115,12 +125,17 @@ def test_deep_verify_finds_same_size_corruption(helper: ModuleType, hub: HubFixt
     assert rc == 0 and out["changed"] is False  # size + mtime unchanged: cheap check passes
     rc, out, _ = run(helper, hf_request(hub, dest, verify="deep"))
     assert rc == 0 and out["changed"] is True
-    assert sha(p) == hashlib.sha256(
-        hub.repos[REPO_ID].files["tokenizer-e351c8d8-checkpoint125.safetensors"]).hexdigest()
+    assert (
+        sha(p)
+        == hashlib.sha256(
+            hub.repos[REPO_ID].files["tokenizer-e351c8d8-checkpoint125.safetensors"]
+        ).hexdigest()
+    )
 
 
-def test_gated_not_accepted_says_accept_license(helper: ModuleType, hub: HubFixture,
-                                                tmp_path: Path) -> None:
+def test_gated_not_accepted_says_accept_license(
+    helper: ModuleType, hub: HubFixture, tmp_path: Path
+) -> None:
     rc, out, text = run(helper, hf_request(hub, tmp_path / "m", token="hf_not_granted"))
     assert rc == 1
     assert "accept the license at https://huggingface.co/nvidia/personaplex-7b-v1" in out["error"]
@@ -129,23 +144,26 @@ def test_gated_not_accepted_says_accept_license(helper: ModuleType, hub: HubFixt
     assert not (tmp_path / "m" / "model.safetensors").exists()
 
 
-def test_no_token_for_gated_model_explains(helper: ModuleType, hub: HubFixture,
-                                           tmp_path: Path) -> None:
+def test_no_token_for_gated_model_explains(
+    helper: ModuleType, hub: HubFixture, tmp_path: Path
+) -> None:
     rc, out, _ = run(helper, hf_request(hub, tmp_path / "m", token=None))
     assert rc == 1
     assert "HF_TOKEN" in out["error"] and "accept the license" in out["error"]
 
 
-def test_wrong_token_rejected_and_never_printed(helper: ModuleType, hub: HubFixture,
-                                                tmp_path: Path) -> None:
+def test_wrong_token_rejected_and_never_printed(
+    helper: ModuleType, hub: HubFixture, tmp_path: Path
+) -> None:
     rc, out, text = run(helper, hf_request(hub, tmp_path / "m", token="hf_wrong_secret"))
     assert rc == 1
     assert "401" in out["error"] and "token" in out["error"]
     assert "hf_wrong_secret" not in text
 
 
-def test_corrupt_download_never_reaches_final_path(helper: ModuleType, hub: HubFixture,
-                                                   tmp_path: Path) -> None:
+def test_corrupt_download_never_reaches_final_path(
+    helper: ModuleType, hub: HubFixture, tmp_path: Path
+) -> None:
     dest = tmp_path / "model"
     run(helper, hf_request(hub, dest))
     good = (dest / "model.safetensors").read_bytes()
@@ -161,15 +179,17 @@ def test_corrupt_download_never_reaches_final_path(helper: ModuleType, hub: HubF
     assert rc == 0 and (dest / "model.safetensors").read_bytes() == good
 
 
-def test_full_disk_stops_before_downloading(helper: ModuleType, hub: HubFixture,
-                                            tmp_path: Path) -> None:
+def test_full_disk_stops_before_downloading(
+    helper: ModuleType, hub: HubFixture, tmp_path: Path
+) -> None:
     rc, out, _ = run(helper, hf_request(hub, tmp_path / "m", min_free_gb=10**6))
     assert rc == 1 and "not enough disk space" in out["error"]
     assert hub.downloads() == []
 
 
-def test_check_mode_reports_without_changing(helper: ModuleType, hub: HubFixture,
-                                             tmp_path: Path) -> None:
+def test_check_mode_reports_without_changing(
+    helper: ModuleType, hub: HubFixture, tmp_path: Path
+) -> None:
     dest = tmp_path / "model"
     run(helper, hf_request(hub, dest))
     (dest / "config.json").unlink()
@@ -203,15 +223,24 @@ def seed_bucket(client: Any, prefix: str, files: dict[str, bytes]) -> None:
 
 
 def gcs_request(dest: Path, **kw: Any) -> dict:
-    req = {"source": "gcs", "dest": str(dest), "files": sorted(model_files()), "owner": USER,
-           "group": GROUP, "min_free_gb": 0, "parallel": 3, "chunk_mb": 1,
-           "gcs": {"bucket": "models-bucket", "prefix": "personaplex"}}
+    req = {
+        "source": "gcs",
+        "dest": str(dest),
+        "files": sorted(model_files()),
+        "owner": USER,
+        "group": GROUP,
+        "min_free_gb": 0,
+        "parallel": 3,
+        "chunk_mb": 1,
+        "gcs": {"bucket": "models-bucket", "prefix": "personaplex"},
+    }
     req.update(kw)
     return req
 
 
-def test_gcs_parallel_chunked_download(helper: ModuleType, gcs: Any, tmp_path: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gcs_parallel_chunked_download(
+    helper: ModuleType, gcs: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     files = model_files()
     seed_bucket(gcs, "personaplex", files)
     from google.cloud.storage import Blob
@@ -231,14 +260,19 @@ def test_gcs_parallel_chunked_download(helper: ModuleType, gcs: Any, tmp_path: P
         assert (dest / name).read_bytes() == data
     # model.safetensors (3 MiB + 17 bytes) came in 4 ranged 1 MiB requests
     assert sorted(s for n, s in ranges if n.endswith("model.safetensors")) == [
-        0, 1 << 20, 2 << 20, 3 << 20]
+        0,
+        1 << 20,
+        2 << 20,
+        3 << 20,
+    ]
     assert (dest / "voices" / "NATF0.pt").is_file()
     rc, out, _ = run(helper, gcs_request(dest))
     assert rc == 0 and out["changed"] is False
 
 
-def test_gcs_resumes_interrupted_download(helper: ModuleType, gcs: Any, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gcs_resumes_interrupted_download(
+    helper: ModuleType, gcs: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     files = model_files()
     seed_bucket(gcs, "personaplex", files)
     dest = tmp_path / "model"
@@ -275,7 +309,8 @@ def test_gcs_missing_object_explained(helper: ModuleType, gcs: Any, tmp_path: Pa
 
 
 def test_hf_download_uploaded_to_bucket_then_gcs_serves_it(
-        helper: ModuleType, hub: HubFixture, gcs: Any, tmp_path: Path) -> None:
+    helper: ModuleType, hub: HubFixture, gcs: Any, tmp_path: Path
+) -> None:
     dest = tmp_path / "first"
     upload = {"bucket": "models-bucket", "prefix": "personaplex"}
     rc, out, _ = run(helper, hf_request(hub, dest, upload=upload))
@@ -286,7 +321,8 @@ def test_hf_download_uploaded_to_bucket_then_gcs_serves_it(
     rc, out, _ = run(helper, gcs_request(tmp_path / "second"))
     assert rc == 0, out
     assert (tmp_path / "second" / "model.safetensors").read_bytes() == (
-        dest / "model.safetensors").read_bytes()
+        dest / "model.safetensors"
+    ).read_bytes()
 
 
 # ------------------------------------------------------------------------------ local
@@ -298,8 +334,15 @@ def test_local_source_copies_and_checks(helper: ModuleType, tmp_path: Path) -> N
     for name, data in model_files().items():
         (src / name).write_bytes(data)
     (src / "voices.tgz").write_bytes(make_tgz("voices", {"A.pt": b"a"}))
-    req = {"source": "local", "dest": str(tmp_path / "m"), "files": [], "owner": USER,
-           "group": GROUP, "min_free_gb": 0, "local": {"path": str(src)}}
+    req = {
+        "source": "local",
+        "dest": str(tmp_path / "m"),
+        "files": [],
+        "owner": USER,
+        "group": GROUP,
+        "min_free_gb": 0,
+        "local": {"path": str(src)},
+    }
     rc, out, _ = run(helper, req)
     assert rc == 0 and out["changed"]
     assert (tmp_path / "m" / "voices" / "A.pt").read_bytes() == b"a"

@@ -16,9 +16,7 @@ VENV = "/opt/personaplex/venv"
 CONF = "/etc/personaplex"
 MODEL = "/var/lib/personaplex/model"
 URL = "https://127.0.0.1:8998"
-CLIENT = (
-    f"{VENV}/bin/personaplex-server client --url {URL} --ca-file {CONF}/tls/server.crt --json"
-)
+CLIENT = f"{VENV}/bin/personaplex-server client --url {URL} --ca-file {CONF}/tls/server.crt --json"
 
 
 def token(host) -> str:
@@ -79,7 +77,9 @@ def test_certificate_names_the_host(host):
 
 
 def test_readyz_ready(host):
-    out = host.check_output(f"curl -sS --cacert {CONF}/tls/server.crt https://localhost:8998/readyz")
+    out = host.check_output(
+        f"curl -sS --cacert {CONF}/tls/server.crt https://localhost:8998/readyz"
+    )
     assert json.loads(out)["status"] == "ready"
 
 

@@ -33,9 +33,10 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import Any
 
 MANIFEST = ".personaplex-manifest.json"
 STAGING = ".staging"
@@ -184,14 +185,17 @@ class HuggingFaceSource(Source):
         if isinstance(exc, GatedRepoError):
             return WeightsError(
                 f"Hugging Face refused access to the gated model {self.repo} (HTTP {status}): "
-                f"the token's account has not been granted access yet: log in to that account, {hint}."
+                "the token's account has not been granted access yet: log in to that "
+                f"account, {hint}."
             )
         if isinstance(exc, RepositoryNotFoundError):
             if not self.token:
                 return WeightsError(
-                    f"Hugging Face did not let an anonymous client see {self.repo} (HTTP {status}): "
+                    f"Hugging Face did not let an anonymous client see {self.repo} "
+                    f"(HTTP {status}): "
                     "it is a gated model, so a token is needed. Create a read token at "
-                    "https://huggingface.co/settings/tokens, set HF_TOKEN (or the vault variable "
+                    "https://huggingface.co/settings/tokens, set HF_TOKEN (or the vault "
+                    "variable "
                     f"model_weights_hf_token), {hint}."
                 )
             return WeightsError(
@@ -210,7 +214,8 @@ class HuggingFaceSource(Source):
             )
         if isinstance(exc, HfHubHTTPError) and status == 403:
             return WeightsError(
-                f"Hugging Face refused the download (HTTP 403). Use a token with read access; {hint}."
+                "Hugging Face refused the download (HTTP 403). Use a token with read "
+                f"access; {hint}."
             )
         return WeightsError(f"Hugging Face request failed: {exc}; check the network and rerun")
 
@@ -352,7 +357,10 @@ class GcsSource(Source):
                     if end < start:
                         return i
                     data = blob.download_as_bytes(
-                        client=self.client(), start=start, end=end, raw_download=True,
+                        client=self.client(),
+                        start=start,
+                        end=end,
+                        raw_download=True,
                         checksum=None,
                     )
                     if len(data) != end - start + 1:
@@ -659,8 +667,11 @@ def sync(req: Request) -> dict[str, Any]:
 
     if todo and not req.check:
         staging.mkdir(exist_ok=True, mode=0o700)
-        partial = sum((staging / (r.name.replace("/", "__") + ".part")).stat().st_size
-                      for r in todo if (staging / (r.name.replace("/", "__") + ".part")).exists())
+        partial = sum(
+            (staging / (r.name.replace("/", "__") + ".part")).stat().st_size
+            for r in todo
+            if (staging / (r.name.replace("/", "__") + ".part")).exists()
+        )
         ensure_free_space(dest, sum(r.size for r in todo) - partial, req.min_free_bytes)
 
         def one(remote: Remote) -> tuple[str, dict[str, Any]]:
@@ -712,7 +723,8 @@ def sync(req: Request) -> dict[str, Any]:
             if not req.check:
                 staging.mkdir(exist_ok=True, mode=0o700)
                 manifest["unpacked"][archive] = {
-                    "archive_sha256": rec["sha256"], **unpack(dest, archive, top, staging)
+                    "archive_sha256": rec["sha256"],
+                    **unpack(dest, archive, top, staging),
                 }
 
     if req.upload.get("bucket") and req.source == "huggingface":
@@ -732,8 +744,10 @@ def sync(req: Request) -> dict[str, Any]:
     return {
         "changed": bool(actions),
         "actions": actions,
-        "files": {n: {"size": r["size"], "sha256": r["sha256"]}
-                  for n, r in sorted(manifest["files"].items())},
+        "files": {
+            n: {"size": r["size"], "sha256": r["sha256"]}
+            for n, r in sorted(manifest["files"].items())
+        },
         "source": source.describe(),
     }
 
@@ -827,4 +841,3 @@ def main(argv: list[str] | None = None, stdin: Any = None, stdout: Any = None) -
 if __name__ == "__main__":
     with contextlib.suppress(BrokenPipeError):
         sys.exit(main(sys.argv[1:]))
-

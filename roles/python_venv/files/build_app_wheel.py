@@ -20,8 +20,16 @@ import tempfile
 from pathlib import Path
 
 SKIP = shutil.ignore_patterns(
-    "__pycache__", "*.pyc", "*.egg-info", ".venv", "build", "dist", ".ruff_cache",
-    ".mypy_cache", ".pytest_cache", "tests",
+    "__pycache__",
+    "*.pyc",
+    "*.egg-info",
+    ".venv",
+    "build",
+    "dist",
+    ".ruff_cache",
+    ".mypy_cache",
+    ".pytest_cache",
+    "tests",
 )
 
 
@@ -43,7 +51,10 @@ def main(app_dir: str, out_dir: str) -> int:
         env = {**os.environ, "SOURCE_DATE_EPOCH": "315532800", "PIP_NO_INPUT": "1"}
         proc = subprocess.run(
             [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(built), str(src)],
-            env=env, capture_output=True, text=True, check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if proc.returncode != 0:
             print(json.dumps({"error": "building the app wheel failed: " + proc.stderr[-2000:]}))
