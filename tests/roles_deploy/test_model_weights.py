@@ -351,3 +351,27 @@ def test_local_source_copies_and_checks(helper: ModuleType, tmp_path: Path) -> N
     req["local"]["path"] = str(tmp_path / "nope")
     rc, out, _ = run(helper, req)
     assert rc == 1 and "does not exist" in out["error"]
+
+
+# ------------------------------------------------------------------------------ auto
+
+
+def test_auto_uses_hub_first_then_the_bucket(
+    helper: ModuleType, hub: HubFixture, gcs: Any, tmp_path: Path
+) -> None:
+    bucket = {"bucket": "models-bucket", "prefix": "personaplex"}
+    first = hf_request(hub, tmp_path / "first", source="auto", gcs=bucket, upload=bucket)
+    rc, out, _ = run(helper, first)
+    assert rc == 0, out
+    assert hub.downloads()  # the bucket was empty: the Hub served the files
+    assert any(a.startswith("upload") for a in out["actions"])
+    hub.requests.clear()
+    rc, out, _ = run(helper, first)
+    assert rc == 0 and out["changed"] is False  # a rerun neither flips source nor uploads
+    rebuilt = hf_request(hub, tmp_path / "rebuilt", source="auto", gcs=bucket, upload=bucket)
+    rc, out, _ = run(helper, rebuilt)
+    assert rc == 0, out
+    assert hub.downloads() == []  # the rebuilt VM fetched everything from the bucket
+    assert (tmp_path / "rebuilt" / "model.safetensors").read_bytes() == (
+        tmp_path / "first" / "model.safetensors"
+    ).read_bytes()

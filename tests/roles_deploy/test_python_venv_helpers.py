@@ -47,7 +47,10 @@ def test_arch_rule(cap: tuple[int, int], arch_list: list[str], ok: bool) -> None
 def build(app: Path, out: Path) -> dict:
     proc = subprocess.run(
         [sys.executable, str(FILES / "build_app_wheel.py"), str(app), str(out)],
-        capture_output=True, text=True, check=False, timeout=300,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(proc.stdout)

@@ -617,7 +617,51 @@ def fix_ownership(paths: list[Path], owner: str | None, group: str | None, check
     return changed
 
 
+class AutoSource(Source):
+    """The project's bucket when it holds every file, else Hugging Face.
+
+    A first VM downloads from the Hub (and, with an upload bucket, copies the verified
+    files there); a rebuilt VM then fetches from the bucket. The description stays the
+    same whichever is used, so the manifest does not flip between them.
+    """
+
+    kind = "auto"
+
+    def __init__(self, req: Request, staging: Path) -> None:
+        self.hf = HuggingFaceSource(req.hf, staging)
+        self.gcs = (
+            GcsSource(req.gcs, req.parallel, req.chunk_bytes) if req.gcs.get("bucket") else None
+        )
+        self.chosen: Source = self.hf
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "repo": self.hf.repo,
+            "revision": self.hf.revision,
+            "bucket": self.gcs.bucket_name if self.gcs else "",
+        }
+
+    def list(self, names: list[str]) -> dict[str, Remote]:
+        if self.gcs is not None:
+            try:
+                remotes = self.gcs.list(names)
+            except WeightsError:
+                remotes = {}
+            # Only objects this role uploaded carry the sha256 checked on Hugging Face.
+            if remotes and all(r.sha256 for r in remotes.values()):
+                self.chosen = self.gcs
+                return remotes
+        self.chosen = self.hf
+        return self.hf.list(names)
+
+    def fetch(self, remote: Remote, part: Path) -> None:
+        self.chosen.fetch(remote, part)
+
+
 def make_source(req: Request, staging: Path) -> Source:
+    if req.source == "auto":
+        return AutoSource(req, staging)
     if req.source == "huggingface":
         return HuggingFaceSource(req.hf, staging)
     if req.source == "gcs":
@@ -626,7 +670,7 @@ def make_source(req: Request, staging: Path) -> Source:
         return LocalSource(req.local["path"])
     if req.source == "tiny":
         return TinySource(req.tiny, req.check)
-    raise WeightsError(f"unknown source {req.source!r}: use huggingface, gcs, local or tiny")
+    raise WeightsError(f"unknown source {req.source!r}: use auto, huggingface, gcs, local or tiny")
 
 
 def sync(req: Request) -> dict[str, Any]:
@@ -695,7 +739,10 @@ def sync(req: Request) -> dict[str, Any]:
             rec["mtime_ns"] = final.stat().st_mtime_ns
             return remote.name, rec
 
-        workers = 1 if req.source in ("gcs",) else max(1, min(req.parallel, len(todo)))
+        ranged = isinstance(source, GcsSource) or (
+            isinstance(source, AutoSource) and source.chosen is source.gcs
+        )
+        workers = 1 if ranged else max(1, min(req.parallel, len(todo)))
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             futures = [pool.submit(one, r) for r in todo]
             errors = []
@@ -727,7 +774,10 @@ def sync(req: Request) -> dict[str, Any]:
                     **unpack(dest, archive, top, staging),
                 }
 
-    if req.upload.get("bucket") and req.source == "huggingface":
+    uses_hub = isinstance(source, HuggingFaceSource) or (
+        isinstance(source, AutoSource) and source.chosen is source.hf
+    )
+    if req.upload.get("bucket") and uses_hub:
         actions += upload_to_gcs(req, dest, remotes, manifest)
 
     if not req.check:
@@ -808,7 +858,7 @@ def parse(data: dict[str, Any]) -> Request:
     )
     if req.verify not in ("fast", "deep"):
         raise WeightsError("verify must be 'fast' or 'deep'")
-    if req.source == "huggingface" and not req.hf.get("repo"):
+    if req.source in ("huggingface", "auto") and not req.hf.get("repo"):
         raise WeightsError("the huggingface source needs a repo (model_weights_hf_repo)")
     if req.source == "gcs" and not req.gcs.get("bucket"):
         raise WeightsError("the gcs source needs a bucket (model_weights_gcs_bucket)")
