@@ -1,0 +1,32 @@
+"""The docker role refuses a second run with different daemon options in one play.
+
+Runs tests/double_writer.yml (docker listed on its own, then nvidia_container_toolkit)
+from the control node in --check mode against the converged instance.
+"""
+
+import os
+import subprocess
+from pathlib import Path
+
+PLAYBOOK = Path(__file__).resolve().parent / "double_writer.yml"
+
+
+def test_second_docker_run_with_other_options_fails():
+    result = subprocess.run(
+        [
+            "ansible-playbook",
+            "--check",
+            "-i",
+            os.environ["MOLECULE_INVENTORY_FILE"],
+            str(PLAYBOOK),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    # Whitespace-normalised: the YAML callback wraps long messages.
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert "already ran in this playbook with different daemon options" in output
+    assert "nvidia_container_toolkit includes docker" in output
