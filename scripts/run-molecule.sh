@@ -11,6 +11,9 @@
 set -euo pipefail
 
 DEFAULT_SCENARIOS=(
+  # host layer (issue 2), in the order the product applies the roles
+  nvidia_driver
+  cuda_toolkit
   docker
   nvidia_container_toolkit
 )
@@ -34,7 +37,8 @@ command -v molecule >/dev/null || {
 }
 for s in "${scenarios[@]}"; do
   [[ -f molecule/$s/molecule.yml ]] || {
-    echo "no scenario molecule/$s/molecule.yml (have: $(ls molecule | grep -v shared | tr '\n' ' '))" >&2
+    have=$(for f in molecule/*/molecule.yml; do basename "$(dirname "$f")"; done | tr '\n' ' ')
+    echo "no scenario molecule/$s/molecule.yml (have: $have)" >&2
     exit 2
   }
 done
