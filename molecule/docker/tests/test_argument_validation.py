@@ -1,4 +1,5 @@
-"""Bad input: a misspelled value fails at argument validation, naming the variable.
+"""Bad input: a misspelled value fails at argument validation, naming the variable;
+a user that does not exist is reported, not created.
 
 Runs the scenario's converge playbook from the control node against the instance
 with a wrong docker_source; the role's argument spec must stop it before any task.
@@ -11,13 +12,18 @@ from pathlib import Path
 CONVERGE = Path(__file__).resolve().parent.parent / "converge.yml"
 
 
-def run_converge(*extra_vars: str) -> subprocess.CompletedProcess[str]:
+def run_converge(
+    *extra_vars: str, check: bool = False
+) -> subprocess.CompletedProcess[str]:
     cmd = [
         "ansible-playbook",
         "-i",
         os.environ["MOLECULE_INVENTORY_FILE"],
         str(CONVERGE),
     ]
+    if check:
+        # --check: the run reaches the role's later steps without changing the host.
+        cmd.append("--check")
     for ev in extra_vars:
         cmd += ["-e", ev]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
@@ -41,3 +47,11 @@ def test_wrong_type_of_daemon_options_is_rejected():
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0
     assert "docker_daemon_options_extra" in output
+
+
+def test_missing_user_is_not_created():
+    result = run_converge('{"docker_users": ["no-such-user-x"]}', check=True)
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert "docker_users lists users that do not exist" in output
+    assert "no-such-user-x" in output
