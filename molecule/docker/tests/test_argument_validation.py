@@ -9,6 +9,9 @@ import os
 import subprocess
 from pathlib import Path
 
+# Plain output for the assertions (molecule exports ANSIBLE_FORCE_COLOR=1).
+PLAIN_ENV = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
+
 CONVERGE = Path(__file__).resolve().parent.parent / "converge.yml"
 
 
@@ -26,7 +29,9 @@ def run_converge(
         cmd.append("--check")
     for ev in extra_vars:
         cmd += ["-e", ev]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        cmd, capture_output=True, text=True, env=PLAIN_ENV, timeout=300, check=False
+    )
 
 
 def test_unknown_docker_source_is_rejected():

@@ -8,6 +8,9 @@ import os
 import subprocess
 from pathlib import Path
 
+# Plain output for the assertions (molecule exports ANSIBLE_FORCE_COLOR=1).
+PLAIN_ENV = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
+
 PLAYBOOK = Path(__file__).resolve().parent / "double_writer.yml"
 
 
@@ -22,6 +25,7 @@ def test_second_docker_run_with_other_options_fails():
         ],
         capture_output=True,
         text=True,
+        env=PLAIN_ENV,
         timeout=600,
         check=False,
     )
