@@ -11,15 +11,21 @@ LOCK=/var/lock/personaplex-molecule-host.lock
 exec 9>"$LOCK"
 flock 9
 
+# command -> Debian package. gpg, dpkg-deb and cc build the signed stand-in apt
+# repositories (molecule/shared/standin_*_repo.py) on this machine.
+declare -A pkg_of=(
+  [podman]=podman [runc]=runc [debootstrap]=debootstrap
+  [gpg]=gnupg [dpkg-deb]=dpkg [cc]=gcc
+)
 need=()
-for cmd in podman runc debootstrap; do
-  command -v "$cmd" >/dev/null 2>&1 || need+=("$cmd")
+for cmd in "${!pkg_of[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || need+=("${pkg_of[$cmd]}")
 done
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    podman runc debootstrap uidmap slirp4netns fuse-overlayfs >/dev/null
+    "${need[@]}" uidmap slirp4netns fuse-overlayfs >/dev/null
 fi
 
 # These machines lack CAP_SYS_RESOURCE (so no default ulimits) and have a hybrid
