@@ -28,6 +28,8 @@ class FakeRepo:
     gated: bool = False
     granted_tokens: set[str] = field(default_factory=set)
     corrupt: set[str] = field(default_factory=set)  # serve flipped bytes for these
+    # Drop the connection after this many bytes of each response (a flaky network).
+    cut_after: dict[str, int] = field(default_factory=dict)
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -39,6 +41,7 @@ class HubFixture:
         self.repos: dict[str, FakeRepo] = {}
         self.valid_tokens: set[str] = set()
         self.requests: list[tuple[str, str]] = []
+        self.range_starts: list[tuple[str, int]] = []  # (file, first byte) of ranged GETs
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -153,6 +156,8 @@ class HubFixture:
                     start = int(a or 0)
                     end = int(b) if b else len(data) - 1
                     status = 206
+                    if self.command == "GET":
+                        fixture.range_starts.append((name, start))
                 chunk = data[start : end + 1]
                 self.send_response(status)
                 self.send_header("X-Repo-Commit", repo.sha)
@@ -163,6 +168,13 @@ class HubFixture:
                 self.send_header("Accept-Ranges", "bytes")
                 self.end_headers()
                 if self.command == "GET":
+                    cut = repo.cut_after.get(name)
+                    if cut is not None and len(chunk) > cut:
+                        self.wfile.write(chunk[:cut])
+                        self.wfile.flush()
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
                     self.wfile.write(chunk)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -375,3 +375,24 @@ def test_auto_uses_hub_first_then_the_bucket(
     assert (tmp_path / "rebuilt" / "model.safetensors").read_bytes() == (
         tmp_path / "first" / "model.safetensors"
     ).read_bytes()
+
+
+def test_hf_interrupted_download_resumes_on_the_next_run(
+    helper: ModuleType, hub: HubFixture, tmp_path: Path
+) -> None:
+    dest = tmp_path / "model"
+    repo = hub.repos[REPO_ID]
+    # huggingface_hub writes 10 MiB chunks: a 24 MiB file cut after 12 MiB leaves 10 MiB.
+    repo.files["model.safetensors"] = os.urandom(24 << 20)
+    repo.cut_after = {"model.safetensors": 12 << 20}
+    rc, out, _ = run(helper, hf_request(hub, dest))
+    assert rc == 1 and "rerun to resume" in out["error"], out
+    assert not (dest / "model.safetensors").exists()  # nothing partial in the final path
+    assert (dest / "config.json").is_file()  # the files that did arrive were kept
+    hub.range_starts.clear()
+    repo.cut_after = {}
+    rc, out, _ = run(helper, hf_request(hub, dest))
+    assert rc == 0, out
+    starts = [s for n, s in hub.range_starts if n == "model.safetensors"]
+    assert starts and starts[0] > 0  # picked up where the last run stopped
+    assert (dest / "model.safetensors").read_bytes() == repo.files["model.safetensors"]

@@ -259,6 +259,11 @@ class HuggingFaceSource(Source):
             )
         except HfHubHTTPError as exc:
             raise self._explain(exc) from None
+        except (OSError, ValueError) as exc:  # requests' errors are OSErrors
+            raise WeightsError(
+                f"downloading {remote.name} from Hugging Face was interrupted "
+                f"({type(exc).__name__}); rerun to resume where it stopped"
+            ) from None
         os.replace(got, part)
 
 
@@ -376,6 +381,11 @@ class GcsSource(Source):
                         log.flush()
         except gexc.GoogleAPIError as exc:
             raise self._explain(exc) from None
+        except OSError as exc:  # requests' connection errors
+            raise WeightsError(
+                f"downloading {remote.name} from gs://{self.bucket_name} was interrupted "
+                f"({type(exc).__name__}); rerun to resume where it stopped"
+            ) from None
         finally:
             os.fsync(fd)
             os.close(fd)
@@ -882,7 +892,7 @@ def main(argv: list[str] | None = None, stdin: Any = None, stdout: Any = None) -
     except Exception as exc:  # report, never a traceback with local variables
         result, rc = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}, 2
     text = json.dumps(result)
-    if token:
+    if len(token) >= 8:  # never echo a token, even inside an upstream error message
         text = text.replace(token, "***")
     stdout.write(text + "\n")
     return rc
