@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Poll the server's /readyz until it answers 200 (used as the unit's ExecStartPost).
 
-Usage: wait_ready.py URL TIMEOUT_S. Exits 0 when ready, 1 when the server reports a
-failed model load or the time runs out, so systemd marks the start as failed (and
-Restart=on-failure tries again). TLS is not verified: this talks to 127.0.0.1.
+Usage: wait_ready.py URL TIMEOUT_S [MAINPID]. Exits 0 when ready, 1 when the server
+reports a failed model load, its process (MAINPID, from systemd) exits, or the time runs
+out, so systemd marks the start as failed (and Restart=on-failure tries again). systemd
+does not stop an ExecStartPost when the main process dies, hence the PID check.
+TLS is not verified: this talks to 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import sys
 import time
@@ -16,13 +19,29 @@ import urllib.error
 import urllib.request
 
 
-def main(url: str, timeout_s: str) -> int:
+def alive(pid: int | None) -> bool:
+    if pid is None:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def main(url: str, timeout_s: str, mainpid: str = "") -> int:
+    pid = int(mainpid) if mainpid.isdigit() and int(mainpid) > 0 else None
     deadline = time.monotonic() + float(timeout_s)
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     last = "no answer yet"
     while time.monotonic() < deadline:
+        if not alive(pid):
+            print(f"the server process {pid} exited before it was ready ({last})", file=sys.stderr)
+            return 1
         try:
             with urllib.request.urlopen(url, timeout=5, context=ctx) as resp:
                 if resp.status == 200:
@@ -44,4 +63,4 @@ def main(url: str, timeout_s: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(*sys.argv[1:4]))
