@@ -59,7 +59,12 @@ molecule-host: ## podman/runc/debootstrap and the local Debian 12 systemd image 
 test-molecule: setup molecule-host ## every Molecule scenario that needs neither a GPU nor a cloud
 	scripts/run-molecule.sh
 
-test: lint test-unit test-app test-molecule ## everything CI runs
+test: ## everything CI runs: lint, unit tests, app tests, Molecule scenarios (each stage timed)
+	scripts/timed.sh setup $(MAKE) --no-print-directory setup $(APP_BIN)/personaplex-server $(DEPLOY_TEST_VENV)/bin/pytest
+	scripts/timed.sh lint $(MAKE) --no-print-directory lint
+	scripts/timed.sh test-unit $(MAKE) --no-print-directory test-unit
+	scripts/timed.sh test-app $(MAKE) --no-print-directory test-app
+	scripts/timed.sh test-molecule $(MAKE) --no-print-directory test-molecule
 
 # --- the product ------------------------------------------------------------------------
 plan: setup ## print the Google Cloud resources and their cost; no API write

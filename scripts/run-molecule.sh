@@ -16,6 +16,9 @@ DEFAULT_SCENARIOS=(
   cuda_toolkit
   docker
   nvidia_container_toolkit
+  # the application layer (issue 5): configure.yml end to end, then drift repair
+  full_stack
+  drift
 )
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
