@@ -45,26 +45,7 @@ options:
     description: How many times to restart after an etag conflict.
     type: int
     default: 5
-  auth_kind:
-    description: Credentials kind.
-    type: str
-    choices: [application, serviceaccount, machineaccount, accesstoken]
-    default: application
-  service_account_file:
-    description: Service-account JSON key file (O(auth_kind=serviceaccount)).
-    type: path
-  access_token:
-    description: OAuth access token (O(auth_kind=accesstoken)).
-    type: str
-  scopes:
-    description: OAuth scopes.
-    type: list
-    elements: str
-    default: [https://www.googleapis.com/auth/cloud-platform]
-  request_timeout:
-    description: Seconds per HTTP request.
-    type: int
-    default: 60
+extends_documentation_fragment: [gcp_auth]
 author: PersonaPlex deployment project
 """
 

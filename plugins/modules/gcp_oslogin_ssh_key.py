@@ -27,26 +27,7 @@ options:
     description: E-mail of the Google identity; empty means the identity of the credentials.
     type: str
     default: ""
-  auth_kind:
-    description: Credentials kind.
-    type: str
-    choices: [application, serviceaccount, machineaccount, accesstoken]
-    default: application
-  service_account_file:
-    description: Service-account JSON key file.
-    type: path
-  access_token:
-    description: OAuth access token.
-    type: str
-  scopes:
-    description: OAuth scopes.
-    type: list
-    elements: str
-    default: [https://www.googleapis.com/auth/cloud-platform]
-  request_timeout:
-    description: Seconds per HTTP request.
-    type: int
-    default: 60
+extends_documentation_fragment: [gcp_auth]
 author: PersonaPlex deployment project
 """
 

@@ -21,26 +21,7 @@ options:
     description: Bucket name.
     type: str
     required: true
-  auth_kind:
-    description: Credentials kind.
-    type: str
-    choices: [application, serviceaccount, machineaccount, accesstoken]
-    default: application
-  service_account_file:
-    description: Service-account JSON key file.
-    type: path
-  access_token:
-    description: OAuth access token.
-    type: str
-  scopes:
-    description: OAuth scopes.
-    type: list
-    elements: str
-    default: [https://www.googleapis.com/auth/cloud-platform]
-  request_timeout:
-    description: Seconds per HTTP request.
-    type: int
-    default: 60
+extends_documentation_fragment: [gcp_auth]
 author: PersonaPlex deployment project
 """
 
