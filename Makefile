@@ -56,7 +56,7 @@ test-app: $(APP_BIN)/personaplex-server ## the voice server's tests (CPU, tiny g
 molecule-host: ## podman/runc/debootstrap and the local Debian 12 systemd image (cached)
 	scripts/molecule-host-prepare.sh
 
-test-molecule: setup molecule-host ## every Molecule scenario that needs neither a GPU nor a cloud
+test-molecule: setup molecule-host $(APP_BIN)/personaplex-server ## every Molecule scenario that needs neither a GPU nor a cloud
 	scripts/run-molecule.sh
 
 test: ## everything CI runs: lint, unit tests, app tests, Molecule scenarios (each stage timed)
