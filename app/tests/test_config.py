@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from personaplex_server import cli
-from personaplex_server.auth import RedactTokenFilter, redact, token_ok
+from personaplex_server.auth import RedactTokenFilter, bearer_token, redact, token_ok
 from personaplex_server.config import Settings, add_settings_arguments, settings_from_args
 from personaplex_server.engine_api import engine_config_kwargs
 
@@ -82,6 +82,34 @@ def test_token_compare_and_redaction():
     record = logging.LogRecord("uvicorn.access", 20, "", 0, "%s %s", ("GET", "/?token=abc"), None)
     RedactTokenFilter().filter(record)
     assert record.getMessage() == "GET /?token=***"
+
+
+def test_bearer_token_compare():
+    s = Settings(access_token="abc")  # type: ignore[arg-type]
+    assert token_ok(s.access_token, {}, {}, {"authorization": "Bearer abc"})
+    assert token_ok(s.access_token, {}, {}, {"authorization": "bearer  abc "})
+    for value in ("Bearer abd", "Bearer ab", "Bearer", "Basic abc", "abc", ""):
+        assert not token_ok(s.access_token, {}, {}, {"authorization": value}), value
+    assert not token_ok(s.access_token, {}, {}, {})
+    assert bearer_token("Bearer a.b-c_d~e+f/g=") == "a.b-c_d~e+f/g="
+
+
+def test_redaction_keeps_format_and_arguments_matched():
+    """The filter redacts the rendered message: a format string that itself contains
+    ``text_prompt=%s`` (or a bearer header) still renders, with the values hidden."""
+    record = logging.LogRecord(
+        "x", 20, "", 0, "start text_prompt=%s token=%s n=%d", ("my+persona", "abc", 3), None
+    )
+    RedactTokenFilter().filter(record)
+    assert record.getMessage() == "start text_prompt=*** token=*** n=3"
+    record = logging.LogRecord("x", 20, "", 0, "headers %r", ({"h": "Bearer abc.def"},), None)
+    RedactTokenFilter().filter(record)
+    assert "abc.def" not in record.getMessage() and "Bearer ***" in record.getMessage()
+    # A malformed call is left to the handler (which reports it), not hidden or raised here.
+    record = logging.LogRecord("x", 20, "", 0, "%d", ("not a number",), None)
+    assert RedactTokenFilter().filter(record)
+    with pytest.raises(TypeError):
+        record.getMessage()
 
 
 def test_engine_config_built_from_settings_by_field_name():

@@ -90,6 +90,41 @@ def test_seed_and_limits():
         params(text_prompt="hi\x07")
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Caf\u00e9\u00a0au lait",  # no-break space
+        "10\u202f000 \u20ac",  # narrow no-break space (French thousands)
+        "thin\u2009space",
+        "co\u00adoperate",  # soft hyphen
+        "family \U0001f468\u200d\U0001f469\u200d\U0001f467",  # zero-width joiners
+        "zero\u200bwidth and \u2060word joiner, \ufeffBOM",
+        "line\u2028separator, right\u200fto\u200eleft marks",
+        "\u4f60\u597d, \u0645\u0631\u062d\u0628\u0627, \u0928\u092e\u0938\u094d\u0924\u0947",
+        "lines\nand\ttabs\r\nfrom a text area",
+    ],
+)
+def test_text_prompt_accepts_all_printable_unicode(text):
+    assert params(text_prompt=text).text_prompt == text.strip()
+
+
+@pytest.mark.parametrize(
+    ("text", "code_point", "position"),
+    [
+        ("hi\x07", "U+0007", 3),
+        ("\x00nul", "U+0000", 1),
+        ("esc\x1b[31m", "U+001B", 4),
+        ("del\x7f", "U+007F", 4),
+        ("c1 \x85 next line", "U+0085", 4),
+        ("lone \ud800 surrogate", "U+D800", 6),
+    ],
+)
+def test_text_prompt_refuses_control_characters_naming_the_code_point(text, code_point, position):
+    with pytest.raises(BadRequest) as err:
+        params(text_prompt=text)
+    assert f"control character {code_point} at position {position}" in err.value.message
+
+
 def test_framer_makes_whole_frames():
     f = Framer(1920)
     assert f.push(np.zeros(1000, np.float32)) == []

@@ -235,6 +235,68 @@ def test_token_required_for_chat(live_server):
     assert metric_labeled(srv, "personaplex_sessions_rejected_total", 'reason="unauthorized"') == 3
 
 
+def test_bearer_token_accepted_for_chat_and_api(live_server):
+    """Server-side clients send ``Authorization: Bearer`` (RFC 6750 section 2.1)."""
+    srv, engine = start(live_server, access_token=TOKEN)
+    for value in (f"Bearer {TOKEN}", f"bearer {TOKEN}", f"BEARER  {TOKEN} "):
+        with chat(srv, "voice_prompt=NATF0.pt", additional_headers={"Authorization": value}) as ws:
+            assert ws.recv(timeout=5) == protocol.HANDSHAKE
+    for value in (f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}", "Bearer", f"Basic {TOKEN}", TOKEN):
+        with chat(srv, "voice_prompt=NATF0.pt", additional_headers={"Authorization": value}) as ws:
+            messages, code = expect_close(ws)
+        assert code == protocol.CloseCode.POLICY_VIOLATION, value
+        assert any("unauthorized" in e for e in errors_in(messages)), value
+    # A wrong bearer next to a right query token: any right credential is enough.
+    with chat(
+        srv,
+        f"voice_prompt=NATF0.pt&token={TOKEN}",
+        additional_headers={"Authorization": "Bearer x"},
+    ) as ws:
+        assert ws.recv(timeout=5) == protocol.HANDSHAKE
+    assert engine.stats.sessions_opened == 4
+    assert srv.get("/api/voices", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+    assert srv.get("/api/info", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+    status, body = srv.get("/api/info", {"Authorization": "Bearer wrong"})
+    assert status == 401 and b"Authorization: Bearer" in body
+    assert srv.get("/api/info")[0] == 401
+
+
+def test_aiohttp_client_with_bearer_header_as_in_readme(live_server):
+    """The README's server-side client: aiohttp (a dependency of moshi) with its own
+    session carrying ``Authorization: Bearer``."""
+    import asyncio
+
+    import aiohttp
+
+    srv, _ = start(live_server, access_token=TOKEN)
+    pages = opus_frames(0.4)
+
+    async def talk(token: str) -> tuple[list[bytes], int | None]:
+        headers = {"Authorization": f"Bearer {token}"}
+        params = {"voice_prompt": "NATF0.pt", "text_prompt": "You are a helpful assistant."}
+        got: list[bytes] = []
+        async with (
+            aiohttp.ClientSession(headers=headers) as http,
+            http.ws_connect(f"{srv.ws_base}/api/chat", params=params) as ws,
+        ):
+            first = await ws.receive_bytes(timeout=5)
+            got.append(first)
+            if first == protocol.HANDSHAKE:
+                for page in pages:
+                    await ws.send_bytes(protocol.audio(page))
+                while sum(m[:1] == b"\x01" for m in got) < len(pages) - 1:
+                    got.append(await ws.receive_bytes(timeout=5))
+            else:
+                await ws.receive(timeout=5)  # the close that follows the 0x05
+            return got, ws.close_code
+
+    got, _ = asyncio.run(talk(TOKEN))
+    assert got[0] == protocol.HANDSHAKE and len(got) > 1
+    got, code = asyncio.run(talk("wrong"))
+    assert got[0][:1] == bytes([protocol.Kind.ERROR]) and b"unauthorized" in got[0]
+    assert code == protocol.CloseCode.POLICY_VIOLATION
+
+
 def test_token_required_for_api_but_not_health(live_server):
     srv, _ = start(live_server, access_token=TOKEN)
     assert srv.get("/api/voices")[0] == 401

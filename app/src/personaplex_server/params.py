@@ -10,6 +10,7 @@ and ignored; anything malformed is refused with a message that names the paramet
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -78,6 +79,25 @@ def check_voice_name(name: str, available: Sequence[str]) -> str:
     return name
 
 
+# Line breaks and tabs are control characters a persona text may well contain.
+_ALLOWED_CONTROLS = frozenset("\t\n\r")
+
+
+def _check_prompt_characters(text: str) -> None:
+    """Accept all printable Unicode, including the format and space characters that
+    ``str.isprintable`` rejects (no-break and thin spaces, soft hyphen, zero-width joiner:
+    common in pasted text and emoji); refuse control characters (category Cc) and lone
+    surrogates (Cs, not encodable as UTF-8 for the tokenizer)."""
+    for i, c in enumerate(text):
+        if c in _ALLOWED_CONTROLS:
+            continue
+        if unicodedata.category(c) in ("Cc", "Cs"):
+            raise BadRequest(
+                f"text_prompt contains the control character U+{ord(c):04X} at position "
+                f"{i + 1}; remove it (tabs and line breaks are fine)"
+            )
+
+
 def parse_chat_params(
     query: Mapping[str, str],
     voices: Callable[[], Sequence[str]],
@@ -97,8 +117,7 @@ def parse_chat_params(
     text_prompt = query.get("text_prompt", "")
     if len(text_prompt) > max_text_chars:
         raise BadRequest(f"text_prompt is longer than {max_text_chars} characters")
-    if any(not (c.isprintable() or c in "\n\t") for c in text_prompt):
-        raise BadRequest("text_prompt contains control characters")
+    _check_prompt_characters(text_prompt)
 
     # The engine samples (temperature > 0); 0.01 is as close to greedy as it gets.
     temp_text = _number(query, "text_temperature", 0.7, 0.01, 2.0)

@@ -29,7 +29,7 @@ async def chat(ws: WebSocket) -> None:
     # Accept first: browsers only see messages and close codes, not HTTP refusals.
     await ws.accept()
     try:
-        if not token_ok(settings.access_token, ws.query_params, ws.cookies):
+        if not token_ok(settings.access_token, ws.query_params, ws.cookies, ws.headers):
             raise Unauthorized("unauthorized: missing or wrong access token")
         engine = state.engine
         batcher = state.batcher
@@ -53,7 +53,8 @@ async def chat(ws: WebSocket) -> None:
     metrics.sessions_total.inc()
     metrics.sessions_active.set(state.capacity.active)
     log.info(
-        "session %s started: voice=%s text_prompt=%d chars seed=%s",
+        # No "text_prompt=" here: the prompt is user content and only its length is logged.
+        "session %s started: voice=%s, a text prompt of %d chars, seed=%s",
         peer,
         params.voice,
         len(params.text_prompt),

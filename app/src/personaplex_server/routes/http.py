@@ -23,8 +23,13 @@ router = APIRouter()
 
 def _require_token(request: Request) -> None:
     state = get_state(request)
-    if not token_ok(state.settings.access_token, request.query_params, request.cookies):
-        raise HTTPException(401, "missing or wrong access token (query 'token' or cookie)")
+    if not token_ok(
+        state.settings.access_token, request.query_params, request.cookies, request.headers
+    ):
+        raise HTTPException(
+            401,
+            "missing or wrong access token (query 'token', cookie, or 'Authorization: Bearer')",
+        )
 
 
 def _jsonable(value: Any) -> Any:
