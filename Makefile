@@ -51,6 +51,7 @@ test-unit: setup $(DEPLOY_TEST_VENV)/bin/pytest ## pytest: gcp modules/playbooks
 	$(DEPLOY_TEST_VENV)/bin/pytest -q tests/roles_deploy
 
 test-app: $(APP_BIN)/personaplex-server ## the voice server's tests (CPU, tiny generated model)
+	scripts/app-test-prepare.sh
 	cd app && NO_TORCH_COMPILE=1 NO_CUDA_GRAPH=1 $(APP_BIN)/pytest -q
 
 molecule-host: ## podman/runc/debootstrap and the local Debian 12 systemd image (cached)
