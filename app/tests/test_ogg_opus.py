@@ -83,3 +83,22 @@ def test_auto_picks_libopus_when_pyav_is_installed():
 def test_unknown_encoder_is_refused():
     with pytest.raises(ValueError, match="sphn or libopus"):
         make_encoder_factory("mp3")
+
+
+def _crc_reference(data: bytes) -> int:
+    """RFC 3533's CRC bit by bit: polynomial 0x04c11db7, MSB first, init 0, no final xor."""
+    crc = 0
+    for byte in data:
+        crc ^= byte << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else (crc << 1)
+            crc &= 0xFFFFFFFF
+    return crc
+
+
+def test_crc_matches_the_bitwise_definition():
+    rng = np.random.default_rng(5)
+    for n in (0, 1, 2, 27, 255, 4096):
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert ogg_crc(data) == _crc_reference(data), n
+    assert ogg_crc(b"OggS") == _crc_reference(b"OggS") != 0

@@ -64,7 +64,7 @@ class StepBatcher:
             return
         self._busy = True
         work = [(session, pcm) for session, pcm, _ in batch]
-        job = asyncio.wrap_future(self.worker.submit(self._run, work))
+        job = self.worker.run_soon(self._run, work)
         job.add_done_callback(lambda done: self._finish(batch, done))
 
     def _run(self, work: list[tuple[EngineSessionLike, np.ndarray]]) -> tuple[list[Any], float]:

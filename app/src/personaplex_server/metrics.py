@@ -116,6 +116,11 @@ class Metrics:
         self.frames_total = Counter(
             "personaplex_frames", "Frames processed by the model", registry=r
         )
+        self.codec_cpu_seconds = Counter(
+            "personaplex_codec_cpu_seconds",
+            "CPU time of Opus decode (client audio) and encode (replies) on the event loop",
+            registry=r,
+        )
         r.register(_GpuMemoryCollector())
         self._rtf: float | None = None
 

@@ -12,33 +12,25 @@ from __future__ import annotations
 
 import secrets
 import struct
+import zlib
 from typing import Any
 
 import numpy as np
 
 from . import __version__
 
-
-def _crc_table() -> list[int]:
-    table = []
-    for i in range(256):
-        r = i << 24
-        for _ in range(8):
-            r = ((r << 1) ^ 0x04C11DB7) if r & 0x80000000 else (r << 1)
-        table.append(r & 0xFFFFFFFF)
-    return table
-
-
-_CRC_TABLE = _crc_table()
+# Ogg's CRC-32 (RFC 3533: polynomial 0x04c11db7, no reflection, initial value 0, no final
+# xor) computed by zlib's C CRC-32, which is the same polynomial reflected: with each input
+# byte's bits reversed, a zero start and no final xor, zlib's register holds Ogg's CRC bit
+# reversed.  About 1 us per page instead of about 100 us for a Python table loop, on
+# every 80 ms reply frame of every conversation.
+_REVERSED_BITS = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
 
 
 def ogg_crc(data: bytes) -> int:
     """Ogg's CRC-32 (polynomial 0x04c11db7, no reflection, initial value 0)."""
-    crc = 0
-    table = _CRC_TABLE
-    for byte in data:
-        crc = ((crc << 8) & 0xFFFFFFFF) ^ table[((crc >> 24) ^ byte) & 0xFF]
-    return crc
+    reflected = zlib.crc32(data.translate(_REVERSED_BITS), 0xFFFFFFFF) ^ 0xFFFFFFFF
+    return int.from_bytes(reflected.to_bytes(4, "little").translate(_REVERSED_BITS), "big")
 
 
 class OggPager:

@@ -94,6 +94,9 @@ class EngineWorker:
             if job is None:
                 return
             future, fn, args = job
+            if isinstance(future, asyncio.Future):
+                self._run_for_loop(future, fn, args)
+                continue
             if not future.set_running_or_notify_cancel():
                 continue  # cancelled before it started
             try:
@@ -101,21 +104,57 @@ class EngineWorker:
             except BaseException as exc:
                 future.set_exception(exc)
 
+    @staticmethod
+    def _run_for_loop(
+        future: asyncio.Future[Any], fn: Callable[..., Any], args: tuple[Any, ...]
+    ) -> None:
+        if future.cancelled():  # read across threads: at worst the job runs for nothing
+            return
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result = fn(*args)
+        except BaseException as exc:
+            error = exc
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for it
+            future.get_loop().call_soon_threadsafe(_settle, future, result, error)
+
     def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
         """Queue fn without waiting (used for cleanup that must run after queued work)."""
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         self._jobs.put((future, fn, args))
         return future
 
+    def run_soon(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue fn; its result arrives in an asyncio future of the running loop.
+
+        This is the per-frame path: one loop callback when the job is done, instead of a
+        concurrent Future (a Condition per job) chained to an asyncio one by wrap_future."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._jobs.put((future, fn, args))
+        return future
+
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.wrap_future(self.submit(fn, *args))
+        return await self.run_soon(fn, *args)
 
     def shutdown(self) -> None:
         """Stop after the jobs already queued."""
         self._jobs.put(None)
 
 
-_Job = tuple["concurrent.futures.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+_Job = tuple[
+    "concurrent.futures.Future[Any] | asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]
+]
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """On the loop: hand a worker job's outcome to its waiter (unless it gave up)."""
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 @dataclass
@@ -254,10 +293,12 @@ class ChatSession:
                 # Handshake/text/control/metadata/ping from a client carry nothing we use
                 # (the official server ignores them too).
                 continue
+            c0 = time.thread_time()
             try:
                 pcm = self._decoder.decode(payload)
             except OpusDecodeError as exc:
                 raise MalformedAudio(f"malformed Ogg/Opus audio: {exc}") from None
+            self.metrics.codec_cpu_seconds.inc(time.thread_time() - c0)
             frames = self._framer.push(pcm)
             if not self._started:
                 continue  # audio before the handshake is decoded (stream state) and discarded
@@ -308,7 +349,9 @@ class ChatSession:
                 raise _engine_error(exc, starting=False) from exc
             self.stats.frames_stepped += 1
             if out.pcm is not None:
+                c0 = time.thread_time()
                 opus = self._encoder.encode(out.pcm)
+                self.metrics.codec_cpu_seconds.inc(time.thread_time() - c0)
                 if opus:
                     self._post(protocol.audio(opus))
                     self.stats.audio_out += 1
