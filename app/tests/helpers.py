@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from personaplex_server.audio import FRAME_SIZE, SAMPLE_RATE, OpusEncoder
 from personaplex_server.cli import uvicorn_kwargs
 from personaplex_server.config import Settings
+from personaplex_server.uvicorn_server import Server
 
 
 class LiveServer:
@@ -32,7 +33,8 @@ class LiveServer:
         kwargs = uvicorn_kwargs(settings)
         kwargs.update(host="127.0.0.1", port=self.port, log_level="warning")
         kwargs.update(overrides)
-        self.server = uvicorn.Server(uvicorn.Config(app, **kwargs))  # type: ignore[arg-type]
+        # The server class `serve` runs (uvicorn's, with a quiet tick).
+        self.server = Server(uvicorn.Config(app, **kwargs))  # type: ignore[arg-type]
         self.thread = threading.Thread(target=self._run, daemon=True)
         scheme = "https" if settings.tls else "http"
         self.base = f"{scheme}://127.0.0.1:{self.port}"

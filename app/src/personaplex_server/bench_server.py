@@ -107,7 +107,9 @@ def _serve(
     app = create_app(settings, factory)
     kwargs = uvicorn_kwargs(settings)
     kwargs["log_config"] = None
-    uvicorn.run(app, **kwargs)  # type: ignore[arg-type]
+    from .uvicorn_server import Server
+
+    Server(uvicorn.Config(app, **kwargs)).run()  # type: ignore[arg-type]
 
 
 def _proc_cpu_seconds(pid: int) -> float:

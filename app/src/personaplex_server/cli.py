@@ -50,6 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
+    from .uvicorn_server import Server
 
     try:
         settings = settings_from_args(args)
@@ -58,7 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     setup_logging(settings.log_level)
     exit_code = 0
-    server: uvicorn.Server | None = None
+    server: Server | None = None
 
     def on_load_failure(exc: BaseException) -> None:
         nonlocal exit_code
@@ -68,7 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     app = create_app(settings, on_load_failure=on_load_failure)
     config = uvicorn.Config(app, **uvicorn_kwargs(settings))  # type: ignore[arg-type]
-    server = uvicorn.Server(config)
+    server = Server(config)
     server.run()
     if exit_code:
         logging.getLogger(__name__).error("exiting: the model could not be loaded (see above)")
