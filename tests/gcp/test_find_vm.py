@@ -13,6 +13,7 @@ variables being equal, and on the drift/full_stack Molecule scenarios for config
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -93,10 +94,22 @@ def test_configure_and_tagged_deploy_reach_the_vm_as_site_does(gcp, tmp_path):
     assert [c for c in fake.writes() if "/instances/" in c[1]] == vm_writes
 
 
-def test_a_stopped_vm_says_make_start(gcp):
+def test_ssh_config_then_a_stopped_vm_says_make_start(gcp, tmp_path):
     fake, run = gcp
     proc, out = run("provision.yml")
     assert proc.returncode == 0, out[-3000:]
+
+    config = tmp_path / "ssh_config"  # make ssh / make logs: ssh -F this personaplex
+    proc, out = run("ssh_config.yml", personaplex_ssh_config=str(config))
+    assert proc.returncode == 0, out[-3000:]
+    assert oct(config.stat().st_mode & 0o777) == "0o600"
+    resolved = subprocess.run(["ssh", "-G", "-F", str(config), "personaplex"], capture_output=True, text=True, check=True).stdout
+    want = {"hostname": "203.0.113.50", "user": "sa_1234567890", "stricthostkeychecking": "true",
+            "userknownhostsfile": str(tmp_path / ".ssh" / "personaplex_known_hosts"),
+            "identityfile": str(tmp_path / "id_ed25519")}
+    got = dict(line.split(" ", 1) for line in resolved.splitlines() if " " in line)
+    assert {k: got.get(k) for k in want} == want
+
     proc, out = run("power.yml", gcp_power_state="stopped")
     assert proc.returncode == 0 and fake.compute[VM]["status"] == "TERMINATED"
     for playbook in ("configure.yml", "smoke.yml"):
