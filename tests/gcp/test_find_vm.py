@@ -117,3 +117,15 @@ def test_ssh_config_then_a_stopped_vm_says_make_start(gcp, tmp_path):
         assert proc.returncode != 0
         assert "VM personaplex-vm is TERMINATED: start it with make start" in out, out[-2000:]
     assert fake.compute[VM]["status"] == "TERMINATED"  # looked at, not started
+
+
+def test_find_vm_is_a_no_op_when_the_inventory_names_voice_servers(tmp_path, inventory):
+    """Own hosts, inventory/local.yml, Molecule: configure.yml must not look for a GCP VM (no
+    settings, no credentials here: a lookup would fail on the empty gcp_project)."""
+    own = tmp_path / "own.yml"
+    # Connection local: the configure play only gathers facts (--tags never), here.
+    own.write_text("all:\n  children:\n    voice_servers:\n      hosts:\n        gpu-box: {ansible_connection: local, ansible_python_interpreter: python3}\n")
+    proc = run_playbook("configure.yml", own, tmp_path, "--tags", "never")
+    out = " ".join(proc.stdout.split())
+    assert proc.returncode == 0, out[-2000:]
+    assert "Find the VM and reach it as provision does" not in out and "gcp_project" not in out

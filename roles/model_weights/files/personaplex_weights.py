@@ -300,7 +300,8 @@ class GcsSource(Source):
         if code in (401, 403):
             return WeightsError(
                 f"access to gs://{self.bucket_name} was refused (HTTP {code}): give the VM's "
-                "service account roles/storage.objectViewer on the bucket (objectAdmin to upload)"
+                "service account roles/storage.objectUser on the bucket (provision grants it; "
+                "objectViewer to read only)"
             )
         return WeightsError(f"Cloud Storage request failed: {exc}; check the network and rerun")
 
