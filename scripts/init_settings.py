@@ -219,7 +219,10 @@ def main(argv: list[str] | None = None) -> int:
                                args.zone or old.get("gcp_zone") or "us-central1-a", check_zone)
         mine = f"{my_ip}/32" if my_ip else ""
         if my_ip:
-            print(f"This machine's public IPv4 address (curl -4 -s https://ifconfig.me): {my_ip}")
+            origin = "as given" if args.my_ip else "from curl -4 -s https://ifconfig.me"
+            print(f"This machine's public IPv4 address ({origin}): {my_ip}")
+        elif not args.no_ip_lookup:
+            print("Could not learn this machine's IPv4 address (curl -4 -s https://ifconfig.me); type it below.")
         admin = check_cidrs(ask_until_valid(
             ask, "SSH from (gcp_admin_cidrs: THIS machine, where make runs)",
             args.admin_cidrs or old.get("gcp_admin_cidrs") or mine, check_cidrs))
