@@ -63,11 +63,15 @@ def check_cidrs(value: str, allow_empty: bool = False) -> list[str]:
         if not item:
             continue
         try:
+            version = ipaddress.ip_network(item, strict=False).version
+        except ValueError:
+            version = 4  # not an address at all: the strict parse below says why
+        if version != 4:
+            raise InitError(f"{item!r} is IPv6: the firewall rules take IPv4 only. Find your IPv4 address with curl -4 -s https://ifconfig.me")
+        try:
             net = ipaddress.ip_network(item if "/" in item else f"{item}/32", strict=True)
         except ValueError as exc:
             raise InitError(f"{item!r} is not an IPv4 CIDR ({exc}); e.g. 203.0.113.7/32 or 198.51.100.0/24.") from exc
-        if net.version != 4:
-            raise InitError(f"{item!r} is IPv6: the firewall rules take IPv4 only. Find your IPv4 address with curl -4 -s https://ifconfig.me")
         if net.prefixlen == 0:
             raise InitError("0.0.0.0/0 opens the VM to everyone: set gcp_allow_world_access: true by hand if you really mean it.")
         out.append(str(net))
@@ -131,7 +135,7 @@ def render(project: str, zone: str, admin: list[str], client: list[str], token_s
         return (f"{name}: \"{{{{ lookup('ansible.builtin.env', '{var}') | split(',') | map('trim') | select | list"
                 f" or {listed} }}}}\"")
 
-    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     lines = [
         "---",
         f"# Written by `make init` on {today}. Rerun `make init` to change it, or edit it by hand.",

@@ -124,7 +124,8 @@ def test_find_vm_is_a_no_op_when_the_inventory_names_voice_servers(tmp_path, inv
     settings, no credentials here: a lookup would fail on the empty gcp_project)."""
     own = tmp_path / "own.yml"
     # Connection local: the configure play only gathers facts (--tags never), here.
-    own.write_text("all:\n  children:\n    voice_servers:\n      hosts:\n        gpu-box: {ansible_connection: local, ansible_python_interpreter: python3}\n")
+    own.write_text("all:\n  children:\n    voice_servers:\n      hosts:\n"
+                   "        gpu-box: {ansible_connection: local, ansible_python_interpreter: python3}\n")
     proc = run_playbook("configure.yml", own, tmp_path, "--tags", "never")
     out = " ".join(proc.stdout.split())
     assert proc.returncode == 0, out[-2000:]

@@ -32,8 +32,11 @@ def init(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_init_validates_and_keeps_values_on_rerun(tmp_path):
     out = tmp_path / "settings.local.yml"
-    proc = init(out, "--project", PROJECT, "--admin-cidrs", "2001:db8::1/128")
-    assert proc.returncode == 2 and "IPv6" in proc.stderr and "curl -4" in proc.stderr
+    for v6 in ("2001:db8::1/128", "2001:db8::1"):  # what a bare curl ifconfig.me may answer
+        proc = init(out, "--project", PROJECT, "--admin-cidrs", v6)
+        assert proc.returncode == 2 and "IPv6" in proc.stderr and "curl -4" in proc.stderr
+    proc = init(out, "--project", PROJECT, "--admin-cidrs", "203.0.113.7/24")
+    assert proc.returncode == 2 and "host bits" in proc.stderr
     proc = init(out, "--project", "My Project", "--admin-cidrs", "203.0.113.7")
     assert proc.returncode == 2 and "not a project ID" in proc.stderr
     assert not out.exists()  # bad input writes nothing
@@ -113,7 +116,8 @@ def fake_cloud(tmp_path, inventory):
     server.shutdown()
 
 
-def make(target: str, tmp_path: Path, inventory: Path, env_extra: dict[str, str], *args: str) -> tuple[subprocess.CompletedProcess[str], str]:
+def make(target: str, tmp_path: Path, inventory: Path, env_extra: dict[str, str],
+         *args: str) -> tuple[subprocess.CompletedProcess[str], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GCP_", "GOOGLE_", "CLOUDSDK_", "HF_", "ANSIBLE_", "PYTHONPATH"))}
     env.update(HOME=str(tmp_path), ANSIBLE_INVENTORY=str(inventory), ANSIBLE_NOCOLOR="1", ANSIBLE_PIPELINING="True",
                ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"), GCE_METADATA_HOST="127.0.0.1:9", GCE_METADATA_IP="127.0.0.1:9",
