@@ -10,34 +10,35 @@ APP_BIN := $(CURDIR)/$(APP_VENV)/bin
 DEPLOY_TEST_VENV ?= .work/venv-deploy-tests
 ARGS ?=
 TAGS ?=
-INVENTORY ?= inventory/gcp.gcp_compute.yml
+INVENTORY ?= inventory/hosts.yml
+# Written once by `make init`; every playbook reads it (group_vars/all). Env vars override it.
+SETTINGS ?= inventory/group_vars/all/settings.local.yml
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PLAYBOOK := $(BIN)/ansible-playbook $(if $(TAGS),--tags $(TAGS)) $(ARGS)
 
 .PHONY: help setup lint test test-unit test-app test-molecule molecule-host \
-        plan deploy configure local local-destroy start stop teardown clean
+        init plan deploy configure url ssh logs local local-destroy start stop teardown clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 # --- toolchains -------------------------------------------------------------------------
+# scripts/setup-venv.sh: a failed first `make setup` (no network, no python3-venv) leaves no
+# half-built .venv behind; on Debian it installs python3-venv when missing (as root).
 $(BIN)/ansible-playbook: requirements.txt
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -r requirements.txt
+	scripts/setup-venv.sh $(PY) $(VENV) -r requirements.txt
 	touch $@
 
 setup: $(BIN)/ansible-playbook ## control-node toolchain in .venv (pinned, rerunnable)
 
 # The app's venv: torch (CUDA build from PyPI, also runs on CPU), moshi, the server.
 $(APP_BIN)/personaplex-server: app/pyproject.toml
-	test -x $(APP_BIN)/python || $(PY) -m venv $(APP_VENV)
-	$(APP_BIN)/pip install -q -e 'app[test]'
+	scripts/setup-venv.sh $(PY) $(APP_VENV) -e 'app[test]'
 	touch $@
 
 $(DEPLOY_TEST_VENV)/bin/pytest: tests/roles_deploy/requirements.txt
-	test -x $(DEPLOY_TEST_VENV)/bin/python || $(PY) -m venv $(DEPLOY_TEST_VENV)
-	$(DEPLOY_TEST_VENV)/bin/pip install -q -r tests/roles_deploy/requirements.txt
+	scripts/setup-venv.sh $(PY) $(DEPLOY_TEST_VENV) -r tests/roles_deploy/requirements.txt
 	touch $@
 
 # --- quality ----------------------------------------------------------------------------
@@ -46,8 +47,8 @@ lint: setup $(APP_BIN)/personaplex-server ## yamllint + ansible-lint (production
 	ansible-lint --profile production
 	cd app && $(APP_BIN)/ruff check . && $(APP_BIN)/ruff format --check . && $(APP_BIN)/mypy src
 
-test-unit: setup $(DEPLOY_TEST_VENV)/bin/pytest ## pytest: gcp modules/playbooks, role inputs, weights fetching
-	$(BIN)/pytest -q tests/gcp tests/roles
+test-unit: setup $(DEPLOY_TEST_VENV)/bin/pytest ## pytest: gcp modules/playbooks, role inputs, docs, weights fetching
+	$(BIN)/pytest -q tests/gcp tests/roles tests/docs
 	$(DEPLOY_TEST_VENV)/bin/pytest -q tests/roles_deploy
 
 test-app: $(APP_BIN)/personaplex-server ## the voice server's tests (CPU, tiny generated model)
@@ -68,14 +69,36 @@ test: ## everything CI runs: lint, unit tests, app tests, Molecule scenarios (ea
 	scripts/timed.sh test-molecule $(MAKE) --no-print-directory test-molecule
 
 # --- the product ------------------------------------------------------------------------
+# The Google Cloud targets need the settings of `make init` (or GCP_PROJECT etc. set).
+NEED_SETTINGS = @test -e $(SETTINGS) || test -n "$${GCP_PROJECT:-}" || \
+	{ echo "No settings yet: run 'make init' once (it writes $(SETTINGS)), or set GCP_PROJECT, GCP_ADMIN_CIDRS and GCP_CLIENT_CIDRS." >&2; exit 2; }
+
+init: ## ask for the project, the CIDRs and the HF token source once; writes SETTINGS (git-ignored)
+	$(PY) scripts/init_settings.py --output $(SETTINGS) $(ARGS)
+
 plan: setup ## print the Google Cloud resources and their cost; no API write
+	$(NEED_SETTINGS)
 	$(PLAYBOOK) playbooks/plan.yml
 
 deploy: setup ## preflight -> provision -> configure -> smoke test (playbooks/site.yml)
+	$(NEED_SETTINGS)
 	$(PLAYBOOK) playbooks/site.yml
 
-configure: setup ## configure.yml alone on INVENTORY (default: the GCP dynamic inventory); repairs drift
+configure: setup ## configure.yml on the deployment's VM (or INVENTORY=your.yml); repairs drift
 	$(PLAYBOOK) -i $(INVENTORY) playbooks/configure.yml
+
+url: setup ## print the URL, the access token and whether the server is ready
+	$(PLAYBOOK) -i $(INVENTORY) playbooks/url.yml
+
+ssh: setup ## SSH to the VM as your OS Login user, host key pinned (writes .work/ssh_config)
+	$(NEED_SETTINGS)
+	$(PLAYBOOK) playbooks/ssh_config.yml
+	ssh -F .work/ssh_config personaplex
+
+logs: setup ## the voice server's journal on the VM (last LINES=200; FOLLOW=1 to follow)
+	$(NEED_SETTINGS)
+	$(PLAYBOOK) playbooks/ssh_config.yml
+	ssh -F .work/ssh_config personaplex sudo journalctl -u personaplex-server -n $(or $(LINES),200) --no-pager $(if $(FOLLOW),-f)
 
 local: setup ## no cloud: a local systemd container serving the tiny model at https://localhost:8998
 	scripts/local-target.sh $(if $(strip $(TAGS)$(ARGS)),-- $(if $(TAGS),--tags $(TAGS)) $(ARGS))
@@ -84,12 +107,15 @@ local-destroy: ## remove the local target's container
 	scripts/local-target.sh --destroy
 
 start: setup ## start the VM again (disk and IP were kept)
+	$(NEED_SETTINGS)
 	$(PLAYBOOK) playbooks/power.yml -e gcp_power_state=running
 
 stop: setup ## stop the VM: no GPU or CPU charges while stopped (disk and IP still billed)
+	$(NEED_SETTINGS)
 	$(PLAYBOOK) playbooks/power.yml -e gcp_power_state=stopped
 
 teardown: setup ## delete everything created, found by label; keeps the bucket (CONFIRM=<deployment name>)
+	$(NEED_SETTINGS)
 	$(PLAYBOOK) playbooks/teardown.yml $(if $(CONFIRM),-e gcp_teardown_confirm=$(CONFIRM))
 
 clean: ## remove virtual environments and generated test data

@@ -28,8 +28,7 @@ fi
 start=$(date +%s)
 if [[ ! -x .venv/bin/ansible-playbook ]]; then
   echo "--- control-node toolchain (.venv)"
-  python3 -m venv .venv
-  .venv/bin/pip install -q -r requirements.txt
+  scripts/setup-venv.sh python3 .venv -r requirements.txt  # no half-built .venv on failure
 fi
 export PATH="$root/.venv/bin:$PATH" ANSIBLE_CONFIG="$root/ansible.cfg"
 

@@ -69,8 +69,9 @@ class GcpApiError(Exception):
                     "GCP_SERVICE_ACCOUNT_FILE at a valid service-account key file, then rerun.")
         if "service_disabled" in reasons or "accessnotconfigured" in reasons:
             api = self.service or "the API named above"
-            return (f"Enable {api}: 'gcloud services enable {api}', or set gcp_manage_apis: true and rerun "
-                    "(new projects also need a billing account linked).")
+            return (f"{api} is off in this project. With gcp_manage_apis: true (the default) preflight enables it; "
+                    "if it is still off, link a billing account to the project (console: Billing) and check that you may "
+                    f"enable services, or run 'gcloud services enable {api}' yourself, then rerun.")
         if self.is_quota:
             return ("A quota or rate limit was hit. For GPU quota see docs/gcp-quota.md (IAM & Admin > Quotas, "
                     "request an increase); for rate limits wait a minute and rerun.")

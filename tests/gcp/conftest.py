@@ -198,8 +198,16 @@ ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 
 @pytest.fixture
 def inventory(tmp_path: Path) -> Path:
-    """A localhost inventory next to the project's real group_vars (so gcp.yml is loaded as in use)."""
-    (tmp_path / "group_vars").symlink_to(REPO / "inventory" / "group_vars")
+    """A localhost inventory next to the project's real group_vars (so gcp.yml is loaded as in use).
+
+    The files are linked one by one, leaving out a developer's own settings (make init's
+    *.local.yml, a vault): the tests see the shipped defaults only.
+    """
+    group_all = tmp_path / "group_vars" / "all"
+    group_all.mkdir(parents=True)
+    for src in sorted((REPO / "inventory" / "group_vars" / "all").glob("*.yml")):
+        if not src.name.endswith(".local.yml") and src.name != "vault.yml":
+            (group_all / src.name).symlink_to(src)
     hosts = tmp_path / "hosts.yml"
     hosts.write_text("all:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
                      "      ansible_python_interpreter: \"{{ ansible_playbook_python }}\"\n")

@@ -61,7 +61,10 @@ def test_preflight_reads_quota_and_says_how_to_get_more(cloud, hub):
     assert "Quota NVIDIA_T4_GPUS in us-central1: limit 0, in use 0, the VM needs 1" in out
     assert "Quota GPUS_ALL_REGIONS: limit 0, in use 0, the VM needs 1" in out
     assert "iam-admin/quotas?project=my-voice-project" in out
-    assert writes(calls) == []
+    # Its only writes enable the APIs (free), before the quota read needs compute.googleapis.com.
+    assert {c[1].rsplit("/", 1)[-1] for c in writes(calls)} == {f"{api}.googleapis.com:enable" for api in (
+        "compute", "storage", "iam", "cloudresourcemanager", "oslogin")}, writes(calls)
+    assert fake.services["compute.googleapis.com"] == "ENABLED"
 
     fake.regional_quotas["NVIDIA_T4_GPUS"] = (1.0, 0.0)
     fake.global_quotas["GPUS_ALL_REGIONS"] = (1.0, 0.0)

@@ -14,6 +14,7 @@ import pytest
 from conftest import ANSIBLE_PLAYBOOK, REPO, run_playbook
 
 PLAYBOOKS = ["preflight.yml", "provision.yml", "plan.yml", "power.yml", "teardown.yml",
+             "find_vm.yml", "url.yml", "ssh_config.yml", "smoke.yml", "configure.yml", "site.yml",
              "../tests/gcp/real_cloud/test_real_cloud.yml"]
 
 

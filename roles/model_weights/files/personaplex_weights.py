@@ -179,7 +179,7 @@ class HuggingFaceSource(Source):
             return WeightsError(
                 f"{self.repo} is a gated model and no Hugging Face token was given "
                 f"(HTTP {status}). Create a read token at https://huggingface.co/settings/tokens "
-                "and set HF_TOKEN (or the vault variable model_weights_hf_token) with the "
+                "and set HF_TOKEN (or the vault variable hf_token) with the "
                 f"account that will {hint}."
             )
         if isinstance(exc, GatedRepoError):
@@ -195,8 +195,7 @@ class HuggingFaceSource(Source):
                     f"(HTTP {status}): "
                     "it is a gated model, so a token is needed. Create a read token at "
                     "https://huggingface.co/settings/tokens, set HF_TOKEN (or the vault "
-                    "variable "
-                    f"model_weights_hf_token), {hint}."
+                    f"variable hf_token), {hint}."
                 )
             return WeightsError(
                 f"Hugging Face says {self.repo} does not exist or this token may not read it "
@@ -210,7 +209,7 @@ class HuggingFaceSource(Source):
             return WeightsError(
                 "Hugging Face rejected the token (HTTP 401: invalid or expired). Create a new "
                 "read token at https://huggingface.co/settings/tokens, put it in HF_TOKEN or the "
-                "vault variable model_weights_hf_token, and rerun."
+                "vault variable hf_token, and rerun."
             )
         if isinstance(exc, HfHubHTTPError) and status == 403:
             return WeightsError(
@@ -301,7 +300,8 @@ class GcsSource(Source):
         if code in (401, 403):
             return WeightsError(
                 f"access to gs://{self.bucket_name} was refused (HTTP {code}): give the VM's "
-                "service account roles/storage.objectViewer on the bucket (objectAdmin to upload)"
+                "service account roles/storage.objectUser on the bucket (provision grants it; "
+                "objectViewer to read only)"
             )
         return WeightsError(f"Cloud Storage request failed: {exc}; check the network and rerun")
 
