@@ -20,6 +20,8 @@ from fake_gcp import FakeGcp, serve
 
 PROJECT = "my-voice-project"
 VM = f"projects/{PROJECT}/zones/us-central1-a/instances/personaplex-vm"
+# What a new project has before we start: the default network and its four default-allow-* rules.
+DEFAULT_NETWORK = set(FakeGcp(PROJECT).compute)
 
 
 @pytest.fixture(params=["service-account-file"])
@@ -102,7 +104,7 @@ def test_lifecycle_create_rerun_resize_stop_teardown(cloud, tmp_path):
     project_roles = {b["role"] for b in fake.project_policy["bindings"] if sa_member in b["members"]}
     assert project_roles == {"roles/logging.logWriter", "roles/monitoring.metricWriter"}
     bucket_roles = {b["role"] for b in fake.bucket_policies[bucket["name"]]["bindings"] if sa_member in b["members"]}
-    assert bucket_roles == {"roles/storage.objectUser"}
+    assert bucket_roles == {"roles/storage.objectViewer", "roles/storage.objectCreator"}  # read + create, no delete
     assert {"roles/owner"} <= {b["role"] for b in fake.project_policy["bindings"]}
     assert fake.services["compute.googleapis.com"] == "ENABLED"
     assert fake.oslogin_keys[f"deployer@{PROJECT}.iam.gserviceaccount.com"] == [
@@ -145,7 +147,7 @@ def test_lifecycle_create_rerun_resize_stop_teardown(cloud, tmp_path):
 
     proc, _ = play("teardown.yml", gcp_teardown_confirm="personaplex")
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert not [k for k in fake.compute if "/operations/" not in k]
+    assert not [k for k in fake.compute if "/operations/" not in k and k not in DEFAULT_NETWORK]
     assert fake.service_accounts == {}
     sa_member = f"serviceAccount:personaplex-vm@{PROJECT}.iam.gserviceaccount.com"
     assert not any(sa_member in b["members"] for b in fake.project_policy["bindings"])
