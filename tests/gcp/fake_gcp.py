@@ -42,6 +42,8 @@ class FakeGcp:
         self.lock = threading.Lock()
         self.headers: dict[str, str] = {}  # of the request being handled (lower-case names)
         self.user_tokens: set[str] = set()  # access tokens issued for user credentials (refresh_token grant)
+        # True: Compute answers only once compute.googleapis.com is enabled, as in a new project.
+        self.require_enabled_apis = False
         if default_network:
             self.add_default_network()
 
@@ -77,6 +79,8 @@ class FakeGcp:
             if refused:
                 return refused
             if host in ("compute.googleapis.com", "www.googleapis.com") and path.startswith("/compute/v1/"):
+                if self.require_enabled_apis and self.services.get("compute.googleapis.com") != "ENABLED":
+                    return 403, api_disabled("compute.googleapis.com", "Compute Engine API")
                 return self.handle_compute(method, path[len("/compute/v1/"):], query, body)
             if host == "serviceusage.googleapis.com":
                 return self.handle_serviceusage(method, path)
@@ -550,6 +554,19 @@ N1_GPUS = {"nvidia-tesla-t4", "nvidia-tesla-p4", "nvidia-tesla-v100", "nvidia-te
 # Public image families the roles may name (dated snapshot of `gcloud compute images list`).
 PUBLIC_IMAGE_FAMILIES = {("debian-cloud", "debian-12"), ("ubuntu-os-cloud", "ubuntu-2204-lts"), ("ubuntu-os-cloud", "ubuntu-2404-lts-amd64"),
                          ("deeplearning-platform-release", "common-cu128-ubuntu-2204-nvidia-570")}
+
+
+def api_disabled(service: str, title: str) -> dict[str, Any]:
+    """A call to an API the project has not enabled: 403 with reason accessNotConfigured and ErrorInfo SERVICE_DISABLED.
+
+    https://cloud.google.com/service-usage/docs/enable-disable and https://google.aip.dev/193 (ErrorInfo).
+    """
+    message = (f"{title} has not been used in project 123 before or it is disabled. Enable it by visiting "
+               f"https://console.developers.google.com/apis/api/{service}/overview?project=123 then retry.")
+    return {"error": {"code": 403, "message": message, "status": "PERMISSION_DENIED",
+                      "errors": [{"message": message, "domain": "usageLimits", "reason": "accessNotConfigured"}],
+                      "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "SERVICE_DISABLED",
+                                   "domain": "googleapis.com", "metadata": {"service": service, "consumer": "projects/123"}}]}}
 
 
 def _series(machine_type: str) -> str:

@@ -81,6 +81,12 @@ def writes(calls):
 def test_lifecycle_create_rerun_resize_stop_teardown(cloud, tmp_path):
     """One deployment's life, in order (each step needs the state the previous one left)."""
     fake, play = cloud
+    fake.require_enabled_apis = True  # a new project: Compute answers only once provision has enabled it
+    fake.zone_gpus["us-central1-f"] = {"nvidia-tesla-a100"}  # in the dated T4 table, but the API says no T4 there
+    proc, calls = play("provision.yml", gcp_zone="us-central1-f")
+    assert proc.returncode != 0  # stopped before creating anything but the APIs
+    assert "Zone us-central1-f has no nvidia-tesla-t4 GPU" in proc.stdout, proc.stdout[-3000:]
+    assert [c for c in writes(calls) if "serviceusage" not in c[1]] == []
     proc, calls = play("provision.yml")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
 
