@@ -528,6 +528,7 @@ class FakeGcp:
             return 200, {"kind": "storage#objects", "items": []}
         if method == "DELETE":
             del self.buckets[name]
+            self.bucket_policies.pop(name, None)  # the policy goes with the bucket
             return 204, None
         if method == "PUT":
             self.buckets[name].update(body)
