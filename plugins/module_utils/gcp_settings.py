@@ -30,7 +30,7 @@ DEPLOYMENT_NAME_MAX = 20
 RESERVED_LABELS = ("app", "deployment", "managed-by")
 # The project's own `default` network (auto mode, with Google's default-allow-* rules).
 DEFAULT_NETWORK = "default"
-DEFAULT_SUBNET_CIDR = "10.128.64.0/24"
+DEFAULT_SUBNET_CIDR = "10.64.0.0/24"
 # IAM service account ids: 6-30 characters, lowercase letter first, letters/digits/hyphens, no hyphen last.
 # https://cloud.google.com/iam/docs/reference/rest/v1/projects.serviceAccounts/create (accountId)
 _SA_ID_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])$")

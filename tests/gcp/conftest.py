@@ -90,7 +90,7 @@ def settings() -> dict[str, Any]:
         "bucket_roles": ["roles/storage.objectViewer", "roles/storage.objectCreator"],
         "network_name": "",
         "subnet_name": "",
-        "subnet_cidr": "10.128.64.0/24",
+        "subnet_cidr": "10.64.0.0/24",
         "accept_default_network_rules": False,
         "manage_apis": True,
         "ssh_user": "alice",

@@ -247,7 +247,7 @@ def test_dedicated_custom_mode_network_and_subnet_by_default(settings, tables):
     net = resource(spec, "compute.network", "personaplex-net")["fields"]
     subnet = resource(spec, "compute.subnetwork", "personaplex-subnet")["fields"]
     assert net["auto_create_subnetworks"] is False
-    assert subnet == dict(subnet, region="us-central1", network="global/networks/personaplex-net", ip_cidr_range="10.128.64.0/24")
+    assert subnet == dict(subnet, region="us-central1", network="global/networks/personaplex-net", ip_cidr_range="10.64.0.0/24")
     assert spec["marker"] in net["description"] and spec["marker"] in subnet["description"]
     for rule in ("personaplex-allow-ssh", "personaplex-allow-voice"):
         assert resource(spec, "compute.firewall", rule)["fields"]["network"] == "global/networks/personaplex-net"
