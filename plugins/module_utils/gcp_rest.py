@@ -67,6 +67,9 @@ class GcpApiError(Exception):
         if self.status == 401:
             return ("The credentials were refused. Run 'gcloud auth application-default login', or point "
                     "GCP_SERVICE_ACCOUNT_FILE at a valid service-account key file, then rerun.")
+        if "requires a quota project" in self.message:
+            return ("User credentials need a quota project: run 'gcloud auth application-default set-quota-project "
+                    "YOUR_PROJECT_ID' (the gcp_project value), then rerun.")
         if "service_disabled" in reasons or "accessnotconfigured" in reasons:
             api = self.service or "the API named above"
             return (f"{api} is off in this project. With gcp_manage_apis: true (the default) preflight enables it; "

@@ -28,6 +28,15 @@ SSH_ACCESS_CHOICES = ("direct", "iap")
 DISK_TYPE_CHOICES = ("pd-balanced", "pd-ssd", "pd-standard")
 DEPLOYMENT_NAME_MAX = 20
 RESERVED_LABELS = ("app", "deployment", "managed-by")
+# The project's own `default` network (auto mode, with Google's default-allow-* rules).
+DEFAULT_NETWORK = "default"
+DEFAULT_SUBNET_CIDR = "10.64.0.0/24"
+# IAM service account ids: 6-30 characters, lowercase letter first, letters/digits/hyphens, no hyphen last.
+# https://cloud.google.com/iam/docs/reference/rest/v1/projects.serviceAccounts/create (accountId)
+_SA_ID_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])$")
+# Subnet primary ranges: RFC 1918 or shared 100.64.0.0/10, prefix /8 to /29.
+# https://cloud.google.com/vpc/docs/subnets#valid-ranges
+_SUBNET_PARENTS = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"))
 
 
 class SettingsError(ValueError):
@@ -140,6 +149,8 @@ def validate(settings: dict[str, Any], profiles: dict[str, Any], images: dict[st
             f"gcp_deployment_name: {name!r} is invalid. Accepted: 1-{DEPLOYMENT_NAME_MAX} characters, lowercase letters, "
             "digits and '-', starting with a letter and not ending with '-' (it prefixes every resource name)."
         )
+    else:
+        problems.extend(check_derived_names(name))
 
     profile_name = s.get("profile")
     profile = profiles.get(profile_name) if isinstance(profile_name, str) else None
@@ -221,6 +232,15 @@ def validate(settings: dict[str, Any], profiles: dict[str, Any], images: dict[st
     if not 1 <= port <= 65535 or port == 22:
         problems.append(f"gcp_voice_port: {s.get('voice_port')!r} is invalid. Accepted: 1-65535 except 22 (8998 is the server's default).")
 
+    network = check_network_settings(s, problems)
+    roles = s.get("bucket_roles")
+    if roles is not None and (not isinstance(roles, list) or not all(str(r).startswith(("roles/", "projects/")) for r in roles)):
+        problems.append(f"gcp_bucket_roles: {roles!r} is invalid. Accepted: a list of IAM roles such as "
+                        "['roles/storage.objectViewer', 'roles/storage.objectCreator'].")
+    elif any(str(r) in ("roles/storage.objectUser", "roles/storage.objectAdmin", "roles/storage.admin") for r in roles or []):
+        warnings.append(f"gcp_bucket_roles {roles} lets the VM delete and overwrite objects in the weights bucket; "
+                        "read + create (objectViewer + objectCreator) is enough.")
+
     bucket = s.get("bucket_name")
     problems.extend(check_bucket_name(bucket))
     labels = _check_labels(s.get("labels") or {}, problems)
@@ -251,8 +271,69 @@ def validate(settings: dict[str, Any], profiles: dict[str, Any], images: dict[st
         voice_port=port,
         disk_size_gb=disk_size,
         labels=labels,
+        network=network,
     )
     return {"settings": s, "warnings": warnings}
+
+
+def check_derived_names(deployment: str) -> list[str]:
+    """The names built from the deployment name must pass each API's own rules (checked before any write)."""
+    found: list[str] = []
+    names = resource_names(deployment)
+    sa_id = f"{deployment}-vm"
+    if not 6 <= len(sa_id) <= 30 or not _SA_ID_RE.match(sa_id):
+        found.append(
+            f"gcp_deployment_name: {deployment!r} gives the service account id {sa_id!r} ({len(sa_id)} characters); IAM accepts "
+            "6-30 characters (lowercase letter first, letters, digits, '-'). Accepted: a deployment name of 4-20 characters."
+        )
+    for key in ("instance", "address", "firewall_ssh", "firewall_voice", "network", "subnetwork"):
+        if len(names[key]) > 63 or not _NAME_RE.match(names[key]):
+            found.append(f"gcp_deployment_name: {deployment!r} gives the {key} name {names[key]!r}, which Compute Engine refuses (RFC 1035, 1-63).")
+    return found
+
+
+def check_network_settings(s: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """Network name, subnet name and CIDR; returns the normalised network settings."""
+    deployment = str(s.get("deployment_name") or "")
+    name = str(s.get("network_name") or f"{deployment}-net")
+    subnet = str(s.get("subnet_name") or f"{deployment}-subnet")
+    default = name == DEFAULT_NETWORK
+    for setting, value in (("gcp_network_name", name), ("gcp_subnet_name", subnet)):
+        if len(value) > 63 or not _NAME_RE.match(value):
+            problems.append(
+                f"{setting}: {value!r} is invalid. Accepted: 1-63 lowercase letters, digits and '-', starting with a letter "
+                "and not ending with '-' (RFC 1035)."
+            )
+    cidr_text = str(s.get("subnet_cidr") or DEFAULT_SUBNET_CIDR).strip()
+    cidr = cidr_text
+    if not default:
+        try:
+            net = ipaddress.ip_network(cidr_text, strict=True)
+        except ValueError as exc:
+            problems.append(f"gcp_subnet_cidr: {cidr_text!r} is not a valid IPv4 CIDR ({exc}). Accepted: e.g. {DEFAULT_SUBNET_CIDR}.")
+        else:
+            if net.version != 4 or not any(net.subnet_of(parent) for parent in _SUBNET_PARENTS) or not 8 <= net.prefixlen <= 29:  # type: ignore[arg-type]
+                problems.append(
+                    f"gcp_subnet_cidr: {cidr_text!r} is not a private range Google accepts for a subnet. Accepted: a /8 to /29 "
+                    f"inside 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 or 100.64.0.0/10, e.g. {DEFAULT_SUBNET_CIDR}."
+                )
+            cidr = net.with_prefixlen
+    return {"name": name, "subnetwork": "" if default else subnet, "subnet_cidr": "" if default else cidr, "dedicated": not default,
+            "accept_open_rules": bool(s.get("accept_default_network_rules"))}
+
+
+def parse_marker(description: Any) -> dict[str, str]:
+    """The key=value words of a description (the marker this project writes)."""
+    return dict(word.split("=", 1) for word in str(description or "").split() if "=" in word)
+
+
+def marker_matches(description: Any, deployment: str) -> bool:
+    """True only when the description carries this project's marker for exactly this deployment.
+
+    A substring test would let `deployment=personaplex` match `deployment=personaplex-dev`.
+    """
+    words = parse_marker(description)
+    return words.get("managed-by") == MANAGED_BY_MARKER.split("=", 1)[1] and words.get("deployment") == deployment
 
 
 def resource_names(deployment: str) -> dict[str, str]:
@@ -264,7 +345,17 @@ def resource_names(deployment: str) -> dict[str, str]:
         "firewall_voice": f"{deployment}-allow-voice",
         "instance": f"{deployment}-vm",
         "network_tag": f"{deployment}-voice",
+        "network": f"{deployment}-net",
+        "subnetwork": f"{deployment}-subnet",
     }
+
+
+def bucket_roles(s: dict[str, Any]) -> list[str]:
+    """The VM's roles on the weights bucket: read + create by default, never delete (objectUser can delete)."""
+    roles = s.get("bucket_roles")
+    if not roles and s.get("bucket_role"):
+        roles = [s["bucket_role"]]
+    return [str(r) for r in (roles or ["roles/storage.objectViewer", "roles/storage.objectCreator"])]
 
 
 def build_spec(settings: dict[str, Any], profiles: dict[str, Any], images: dict[str, Any]) -> dict[str, Any]:
@@ -276,6 +367,10 @@ def build_spec(settings: dict[str, Any], profiles: dict[str, Any], images: dict[
     profile = s["profile_spec"]
     image = s["image_spec"]
     names = resource_names(deployment)
+    network = s["network"]
+    names.update(network=network["name"], subnetwork=network["subnetwork"])
+    network_link = f"global/networks/{network['name']}"
+    subnet_link = f"regions/{region}/subnetworks/{network['subnetwork']}" if network["dedicated"] else ""
     sa_email = f"{names['service_account_id']}@{project}.iam.gserviceaccount.com"
     labels = {"app": "personaplex", "deployment": deployment, "managed-by": "ansible"}
     labels.update(s["labels"])
@@ -330,18 +425,14 @@ def build_spec(settings: dict[str, Any], profiles: dict[str, Any], images: dict[
             },
         }
     )
-    resources.append(
-        {
-            "type": "iam.binding",
-            "name": f"b/{s['bucket_name']} {s.get('bucket_role') or 'roles/storage.objectUser'}",
-            "fields": {
-                "resource_type": "bucket",
-                "resource": s["bucket_name"],
-                "role": s.get("bucket_role") or "roles/storage.objectUser",
-                "members": [f"serviceAccount:{sa_email}"],
-            },
-        }
-    )
+    for role in bucket_roles(s):
+        resources.append(
+            {
+                "type": "iam.binding",
+                "name": f"b/{s['bucket_name']} {role}",
+                "fields": {"resource_type": "bucket", "resource": s["bucket_name"], "role": role, "members": [f"serviceAccount:{sa_email}"]},
+            }
+        )
     resources.append(
         {
             "type": "compute.address",
@@ -349,12 +440,35 @@ def build_spec(settings: dict[str, Any], profiles: dict[str, Any], images: dict[
             "fields": {"region": region, "address_type": "EXTERNAL", "network_tier": "PREMIUM", "description": marker},
         }
     )
+    if network["dedicated"]:
+        # A custom-mode network of its own: only this deployment's firewall rules apply to the VM
+        # (the project's `default` network carries default-allow-ssh/rdp open to 0.0.0.0/0).
+        resources.append(
+            {
+                "type": "compute.network",
+                "name": network["name"],
+                "fields": {"auto_create_subnetworks": False, "routing_mode": "REGIONAL", "description": f"PersonaPlex VPC. {marker}"},
+            }
+        )
+        resources.append(
+            {
+                "type": "compute.subnetwork",
+                "name": network["subnetwork"],
+                "fields": {
+                    "region": region,
+                    "network": network_link,
+                    "ip_cidr_range": network["subnet_cidr"],
+                    "private_ip_google_access": True,
+                    "description": f"PersonaPlex subnet. {marker}",
+                },
+            }
+        )
     resources.append(
         {
             "type": "compute.firewall",
             "name": names["firewall_ssh"],
             "fields": {
-                "network": "global/networks/default",
+                "network": network_link,
                 "direction": "INGRESS",
                 "allowed": [{"ip_protocol": "tcp", "ports": ["22"]}],
                 "source_ranges": sorted(ssh_sources),
@@ -368,7 +482,7 @@ def build_spec(settings: dict[str, Any], profiles: dict[str, Any], images: dict[
             "type": "compute.firewall",
             "name": names["firewall_voice"],
             "fields": {
-                "network": "global/networks/default",
+                "network": network_link,
                 "direction": "INGRESS",
                 "allowed": [{"ip_protocol": "tcp", "ports": [str(s["voice_port"])]}],
                 "source_ranges": sorted(s["client_cidrs"]),
@@ -407,6 +521,8 @@ def build_spec(settings: dict[str, Any], profiles: dict[str, Any], images: dict[
                 "labels": labels,
                 "tags": tags,
                 "external_ip": names["address"],
+                "network": network_link,
+                "subnetwork": subnet_link,
                 "deletion_protection": bool(s.get("deletion_protection")),
             },
         }
@@ -423,6 +539,7 @@ def build_spec(settings: dict[str, Any], profiles: dict[str, Any], images: dict[
         "labels": labels,
         "marker": marker,
         "network_tags": tags,
+        "network": {**network, "link": network_link, "subnetwork_link": subnet_link},
         "ssh_source_ranges": sorted(ssh_sources),
         "apis": apis,
         "metadata": metadata,

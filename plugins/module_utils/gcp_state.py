@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ansible.module_utils.gcp_instance_diff import instance_differences, want_from_spec
 from ansible.module_utils.gcp_rest import COMPUTE, CRM, IAM, SERVICEUSAGE, STORAGE, GcpApiError, GcpClient
 
 
@@ -20,20 +21,17 @@ def _accelerators(items: Any) -> list[tuple[str, int]]:
     return sorted(out)
 
 
-def diff_instance(fields: dict[str, Any], current: dict[str, Any]) -> list[str]:
+def diff_instance(fields: dict[str, Any], current: dict[str, Any], deployment: str = "DEPLOYMENT") -> list[str]:
+    """The same differences gcp_compute_instance_state would apply (or refuse) on a rerun of provision."""
+    metadata = {k: v for k, v in (fields.get("metadata") or {}).items() if v != "<public key>"}
     changes = []
-    if _basename(current.get("machineType")) != fields["machine_type"]:
-        changes.append(f"machine_type {_basename(current.get('machineType'))} -> {fields['machine_type']} (needs a stop: gcp_allow_profile_change)")
-    want = _accelerators(fields["guest_accelerators"] or fields["accelerators_builtin"])
-    have = _accelerators(current.get("guestAccelerators"))
-    if want != have:
-        changes.append(f"accelerators {have} -> {want} (needs a stop: gcp_allow_profile_change)")
-    sched = current.get("scheduling") or {}
-    if sched.get("onHostMaintenance") != fields["scheduling"]["on_host_maintenance"]:
-        changes.append(f"on_host_maintenance {sched.get('onHostMaintenance')} -> {fields['scheduling']['on_host_maintenance']}")
-    labels = current.get("labels") or {}
-    if any(labels.get(k) != v for k, v in fields["labels"].items()):
-        changes.append("labels")
+    for d in instance_differences(want_from_spec(fields, metadata), current, deployment):
+        if d["action"] == "stop":
+            changes.append(f"{d['text']} (needs the VM stopped: gcp_allow_profile_change)")
+        elif d["action"] == "refuse":
+            changes.append(f"{d['text']} (cannot be done in place: {d['how']})")
+        else:
+            changes.append(d["text"])
     return changes
 
 
@@ -89,6 +87,15 @@ def resource_action(client: GcpClient, project: str, resource: dict[str, Any]) -
             changes = diff_bucket(fields, doc)
     elif kind == "compute.address":
         doc = client.get(f"{COMPUTE}/projects/{project}/regions/{fields['region']}/addresses/{name}", allow_404=True)
+    elif kind == "compute.network":
+        doc = client.get(f"{COMPUTE}/projects/{project}/global/networks/{name}", allow_404=True)
+        if doc and doc.get("autoCreateSubnetworks"):
+            changes = ["auto-mode network (cannot become custom mode here): choose another gcp_network_name"]
+    elif kind == "compute.subnetwork":
+        doc = client.get(f"{COMPUTE}/projects/{project}/regions/{fields['region']}/subnetworks/{name}", allow_404=True)
+        if doc and doc.get("ipCidrRange") != fields["ip_cidr_range"]:
+            changes = [f"ip_cidr_range {doc.get('ipCidrRange')} -> {fields['ip_cidr_range']} (cannot change in place: choose gcp_subnet_cidr "
+                       f"{doc.get('ipCidrRange')})"]
     elif kind == "compute.firewall":
         doc = client.get(f"{COMPUTE}/projects/{project}/global/firewalls/{name}", allow_404=True)
         if doc:
@@ -96,7 +103,7 @@ def resource_action(client: GcpClient, project: str, resource: dict[str, Any]) -
     elif kind == "compute.instance":
         doc = client.get(f"{COMPUTE}/projects/{project}/zones/{fields['zone']}/instances/{name}", allow_404=True)
         if doc:
-            changes = diff_instance(fields, doc)
+            changes = diff_instance(fields, doc, name[: -len("-vm")] if name.endswith("-vm") else name)
     else:  # pragma: no cover - every kind of build_spec is handled above
         return {"action": "unknown", "changes": []}
     if doc is None:

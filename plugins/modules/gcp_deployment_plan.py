@@ -118,6 +118,7 @@ def make_plan(params: dict[str, Any], client_factory: Any = client_from_params) 
         "labels": spec["labels"],
         "marker": spec["marker"],
         "network_tags": spec["network_tags"],
+        "network": spec["network"],
         "apis": spec["apis"],
         "image": spec["image"],
         "metadata": spec["metadata"],

@@ -11,7 +11,9 @@ short_description: Find the resources of one deployment by label (read-only)
 description:
   - VMs and buckets are found by the C(deployment) and C(app=personaplex) labels. Static IPs and
     firewall rules, which google.cloud 1.10 cannot label, are found by the marker this project
-    writes in their description. The service account is found by its e-mail.
+    writes in their description (networks and subnets too). The marker must name exactly this
+    deployment (C(deployment=personaplex) never matches C(deployment=personaplex-dev)), and VMs and
+    buckets must carry exactly its labels. The service account is found by its e-mail.
   - Makes only GET/list calls.
 options:
   project:
@@ -61,6 +63,14 @@ firewalls:
   description: Firewall rule names.
   type: list
   returned: success
+subnetworks:
+  description: Subnets (name, region) this deployment created.
+  type: list
+  returned: success
+networks:
+  description: VPC network names this deployment created (never the project's default network).
+  type: list
+  returned: success
 buckets:
   description: Bucket names.
   type: list
@@ -75,6 +85,7 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.gcp_rest import AUTH_ARGUMENT_SPEC, COMPUTE, IAM, STORAGE, GcpApiError, GcpClient, client_from_params, error_result
+from ansible.module_utils.gcp_settings import marker_matches
 
 
 def _pages(client: GcpClient, url: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -90,31 +101,46 @@ def _pages(client: GcpClient, url: str, params: dict[str, Any] | None = None) ->
         query["pageToken"] = token
 
 
+def _ours(labels: Any, deployment: str) -> bool:
+    labels = labels or {}
+    return labels.get("deployment") == deployment and labels.get("app") == "personaplex"
+
+
 def find(params: dict[str, Any], client: GcpClient) -> dict[str, Any]:
-    project, deployment, marker = params["project"], params["deployment"], params["marker"]
+    project, deployment = params["project"], params["deployment"]
     label_filter = f'(labels.app = "personaplex") AND (labels.deployment = "{deployment}")'
     instances = []
     agg = client.get(f"{COMPUTE}/projects/{project}/aggregated/instances", params={"filter": label_filter}) or {}
     for scope in (agg.get("items") or {}).values():
         for vm in scope.get("instances") or []:
-            instances.append({"name": vm["name"], "zone": str(vm.get("zone", "")).split("/")[-1], "status": vm.get("status")})
+            if not _ours(vm.get("labels"), deployment):  # the filter is the API's; the exact check is ours
+                continue
+            instances.append({"name": vm["name"], "zone": str(vm.get("zone", "")).split("/")[-1], "status": vm.get("status"),
+                              "deletion_protection": bool(vm.get("deletionProtection"))})
     addresses = [
         {"name": a["name"], "region": params["region"], "address": a.get("address")}
         for a in _pages(client, f"{COMPUTE}/projects/{project}/regions/{params['region']}/addresses")
-        if marker in str(a.get("description") or "")
+        if marker_matches(a.get("description"), deployment)
     ]
-    firewalls = [f["name"] for f in _pages(client, f"{COMPUTE}/projects/{project}/global/firewalls") if marker in str(f.get("description") or "")]
-    buckets = [
-        b["name"]
-        for b in _pages(client, f"{STORAGE}/b", {"project": project})
-        if (b.get("labels") or {}).get("deployment") == deployment and (b.get("labels") or {}).get("app") == "personaplex"
+    firewalls = [f["name"] for f in _pages(client, f"{COMPUTE}/projects/{project}/global/firewalls") if marker_matches(f.get("description"), deployment)]
+    subnetworks = [
+        {"name": n["name"], "region": params["region"]}
+        for n in _pages(client, f"{COMPUTE}/projects/{project}/regions/{params['region']}/subnetworks")
+        if marker_matches(n.get("description"), deployment)
     ]
+    networks = [
+        n["name"] for n in _pages(client, f"{COMPUTE}/projects/{project}/global/networks")
+        if marker_matches(n.get("description"), deployment) and n["name"] != "default"
+    ]
+    buckets = [b["name"] for b in _pages(client, f"{STORAGE}/b", {"project": project}) if _ours(b.get("labels"), deployment)]
     sa = client.get(f"{IAM}/projects/{project}/serviceAccounts/{params['service_account_email']}", allow_404=True)
     return {
         "changed": False,
         "instances": sorted(instances, key=lambda i: i["name"]),
         "addresses": addresses,
         "firewalls": sorted(firewalls),
+        "subnetworks": sorted(subnetworks, key=lambda n: n["name"]),
+        "networks": sorted(networks),
         "buckets": sorted(buckets),
         "service_accounts": [params["service_account_email"]] if sa else [],
     }

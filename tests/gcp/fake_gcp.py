@@ -22,7 +22,7 @@ WWW = "https://www.googleapis.com/compute/v1"
 
 
 class FakeGcp:
-    def __init__(self, project: str) -> None:
+    def __init__(self, project: str, default_network: bool = True) -> None:
         self.project = project
         self.compute: dict[str, dict[str, Any]] = {}  # "projects/P/zones/Z/instances/N" -> resource
         self.services: dict[str, str] = {}
@@ -40,6 +40,12 @@ class FakeGcp:
         self.bodies: list[tuple[str, str, Any]] = []  # (method, host+path, JSON body) of every call
         self.ids = itertools.count(1000)
         self.lock = threading.Lock()
+        self.headers: dict[str, str] = {}  # of the request being handled (lower-case names)
+        self.user_tokens: set[str] = set()  # access tokens issued for user credentials (refresh_token grant)
+        # True: Compute answers only once compute.googleapis.com is enabled, as in a new project.
+        self.require_enabled_apis = False
+        if default_network:
+            self.add_default_network()
 
     # --- helpers -------------------------------------------------------------------------
     def writes(self) -> list[tuple[str, str]]:
@@ -61,13 +67,20 @@ class FakeGcp:
         return f"{WWW}/{value}"
 
     # --- dispatch ------------------------------------------------------------------------
-    def handle(self, method: str, host: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
+    def handle(self, method: str, host: str, path: str, query: dict[str, list[str]], body: Any,
+               headers: dict[str, str] | None = None) -> tuple[int, Any]:
         with self.lock:
+            self.headers = {k.lower(): v for k, v in (headers or {}).items()}
             self.calls.append((method, f"{host}{path}"))
             self.bodies.append((method, f"{host}{path}", json.loads(json.dumps(body)) if body is not None else None))
             if host == "oauth2.googleapis.com" and path == "/token":
-                return 200, {"access_token": "ya29.fake", "expires_in": 3600, "token_type": "Bearer"}
+                return self.token(body)
+            refused = self.needs_quota_project(host)
+            if refused:
+                return refused
             if host in ("compute.googleapis.com", "www.googleapis.com") and path.startswith("/compute/v1/"):
+                if self.require_enabled_apis and self.services.get("compute.googleapis.com") != "ENABLED":
+                    return 403, api_disabled("compute.googleapis.com", "Compute Engine API")
                 return self.handle_compute(method, path[len("/compute/v1/"):], query, body)
             if host == "serviceusage.googleapis.com":
                 return self.handle_serviceusage(method, path)
@@ -94,7 +107,7 @@ class FakeGcp:
                     zone = key.split("/")[3]
                     items.setdefault(f"zones/{zone}", {"instances": []})["instances"].append(res)
             return 200, {"kind": "compute#instanceAggregatedList", "items": items}
-        m = re.match(r"^(projects/[^/]+/(?:global|regions/[^/]+|zones/[^/]+))/(instances|firewalls|addresses)$", path)
+        m = re.match(r"^(projects/[^/]+/(?:global|regions/[^/]+|zones/[^/]+))/(instances|firewalls|addresses|networks|subnetworks|disks)$", path)
         if m:
             scope, collection = m.groups()
             if method == "GET":
@@ -106,7 +119,10 @@ class FakeGcp:
                 return 200, {"kind": f"compute#{collection[:-1]}List", "items": items}
             if method == "POST":
                 return self.insert(scope, collection, body)
-        m = re.match(r"^(projects/[^/]+/(?:global|regions/[^/]+|zones/[^/]+))/(instances|firewalls|addresses|operations)/([^/]+)$", path)
+        m = re.match(r"^(projects/[^/]+/zones/[^/]+)/disks/([^/]+)/resize$", path)
+        if m and method == "POST":
+            return self.resize_disk(m.group(1), f"{m.group(1)}/disks/{m.group(2)}", body or {})
+        m = re.match(r"^(projects/[^/]+/(?:global|regions/[^/]+|zones/[^/]+))/(instances|firewalls|addresses|operations|networks|subnetworks|disks)/([^/]+)$", path)
         if m:
             scope, collection, name = m.groups()
             key = f"{scope}/{collection}/{name}"
@@ -115,6 +131,13 @@ class FakeGcp:
             if method == "GET":
                 return 200, self.compute[key]
             if method == "DELETE":
+                refused = self.refuse_delete(key)
+                if refused:
+                    return refused
+                if collection == "instances":
+                    for disk in self.compute[key].get("disks") or []:
+                        if disk.get("autoDelete"):
+                            self.compute.pop(disk["source"].split("/compute/v1/", 1)[-1], None)
                 del self.compute[key]
                 return 200, self._op(key, "delete", scope)
             if method == "PATCH":
@@ -131,7 +154,7 @@ class FakeGcp:
             if verb == "getGuestAttributes":
                 return 200, {"kind": "compute#guestAttributes", "queryPath": "hostkeys/", "queryValue": {"items": [
                     {"namespace": "hostkeys", "key": "ssh-ed25519", "value": "AAAAC3NzaC1lZDI1NTE5AAAAIFakeHostKeyForTests"}]}}
-            return self.instance_action(scope, key, vm, verb, body or {})
+            return self.instance_action(scope, key, vm, verb, body or {}, query)
         return 404, _error(404, f"fake compute: no route for {method} {path}")
 
     def compute_info(self, path: str) -> tuple[int, Any] | None:
@@ -158,6 +181,9 @@ class FakeGcp:
         key = f"{scope}/{collection}/{body['name']}"
         if key in self.compute:
             return 409, _error(409, f"The resource '{key}' already exists", "ALREADY_EXISTS")
+        refused = self.refuse_insert(scope, collection, body)
+        if refused:
+            return refused
         res = json.loads(json.dumps(body))
         res.update(kind=f"compute#{collection[:-1]}", id=str(next(self.ids)), selfLink=f"{WWW}/{key}",
                    creationTimestamp="2026-11-27T07:00:00.000-08:00")
@@ -170,7 +196,7 @@ class FakeGcp:
             zone = scope.split("/")[-1]
             res.update(status="RUNNING", zone=f"{WWW}/{scope}",
                        machineType=self._full(self.project, res["machineType"]))
-            builtin = {"g2-standard-4": "nvidia-l4", "a2-highgpu-1g": "nvidia-tesla-a100"}.get(res["machineType"].rsplit("/", 1)[-1])
+            builtin = BUILTIN_GPUS.get(_series(res["machineType"]))
             if builtin:
                 res["guestAccelerators"] = [{"acceleratorType": f"{WWW}/projects/{self.project}/zones/{zone}/acceleratorTypes/{builtin}",
                                              "acceleratorCount": 1}]
@@ -179,33 +205,249 @@ class FakeGcp:
             for nic in res.get("networkInterfaces") or []:
                 for access in nic.get("accessConfigs") or []:
                     access.setdefault("natIP", "203.0.113.50")
+                nic["network"] = self._full(self.project, nic.get("network") or "global/networks/default")
+                if nic.get("subnetwork"):
+                    nic["subnetwork"] = self._full(self.project, nic["subnetwork"])
             res["labelFingerprint"] = "42WmSpB8rSM="
+            res["tags"] = dict(res.get("tags") or {}, fingerprint="tags-1")
+            res["metadata"] = dict(res.get("metadata") or {}, fingerprint="meta-1")
+            res["deletionProtection"] = bool(res.get("deletionProtection"))
+            res["disks"] = [self.create_boot_disk(scope, res["name"], d) if d.get("initializeParams") else d for d in res.get("disks") or []]
+        if collection in ("networks", "subnetworks"):
+            res["network"] = self._full(self.project, res["network"]) if collection == "subnetworks" else None
+            if res["network"] is None:
+                res.pop("network")
+                res["subnetworks"] = []
+            else:
+                res["region"] = f"{WWW}/{scope}"
         self.compute[key] = res
         return 200, self._op(key, "insert", scope)
 
-    def instance_action(self, scope: str, key: str, vm: dict[str, Any], verb: str, body: dict[str, Any]) -> tuple[int, Any]:
-        stopped_only = {"setMachineType", "setMachineResources"}
-        if verb in stopped_only and vm["status"] != "TERMINATED":
-            return 400, _error(400, f"Invalid resource usage: '{verb}' needs the instance stopped.", "INVALID_ARGUMENT")
+    def instance_action(self, scope: str, key: str, vm: dict[str, Any], verb: str, body: dict[str, Any],
+                        query: dict[str, list[str]] | None = None) -> tuple[int, Any]:
+        refused = self.refuse_action(scope, vm, verb, body)
+        if refused:
+            return refused
         if verb == "start":
             vm["status"] = "RUNNING"
         elif verb == "stop":
             vm["status"] = "TERMINATED"
         elif verb == "setMachineType":
+            old_type = vm["machineType"]
             vm["machineType"] = self._full(self.project, body["machineType"])
             zone = scope.split("/")[-1]
-            builtin = {"g2-standard-4": "nvidia-l4", "a2-highgpu-1g": "nvidia-tesla-a100"}.get(vm["machineType"].rsplit("/", 1)[-1])
+            builtin = BUILTIN_GPUS.get(_series(vm["machineType"]))
+            attached = [] if BUILTIN_GPUS.get(_series(old_type)) else vm.get("guestAccelerators") or []
             vm["guestAccelerators"] = [{"acceleratorType": f"{WWW}/projects/{self.project}/zones/{zone}/acceleratorTypes/{builtin}",
-                                        "acceleratorCount": 1}] if builtin else []
+                                        "acceleratorCount": 1}] if builtin else attached
         elif verb == "setMachineResources":
             vm["guestAccelerators"] = [dict(a, acceleratorType=self._full(self.project, a["acceleratorType"])) for a in body.get("guestAccelerators") or []]
         elif verb == "setScheduling":
             vm["scheduling"] = body
         elif verb == "setLabels":
             vm["labels"] = body.get("labels", {})
+            vm["labelFingerprint"] = f"lf{next(self.ids)}"
+        elif verb == "setTags":
+            vm["tags"] = {"items": body.get("items") or [], "fingerprint": f"tags-{next(self.ids)}"}
+        elif verb == "setMetadata":
+            vm["metadata"] = {"items": body.get("items") or [], "fingerprint": f"meta-{next(self.ids)}"}
+        elif verb == "setServiceAccount":
+            vm["serviceAccounts"] = [{"email": body.get("email"), "scopes": body.get("scopes") or []}]
+        elif verb == "setDeletionProtection":
+            vm["deletionProtection"] = (query or {}).get("deletionProtection", ["true"])[0].lower() == "true"
         else:
             return 400, _error(400, f"fake: unknown instance verb {verb}")
         return 200, self._op(key, verb, scope)
+
+    # --- Google's documented rules (each refusal cites its source) ------------------------------
+    def add_default_network(self) -> None:
+        """A new project's `default` network: auto mode, with the four default-allow-* rules.
+
+        https://cloud.google.com/vpc/docs/vpc#default-network and
+        https://cloud.google.com/firewall/docs/firewalls#more_rules_default_vpc (ssh and rdp open to 0.0.0.0/0).
+        """
+        net = f"projects/{self.project}/global/networks/default"
+        self.compute[net] = {"kind": "compute#network", "name": "default", "autoCreateSubnetworks": True,
+                             "description": "Default network for the project", "selfLink": f"{WWW}/{net}"}
+        rules = {
+            "default-allow-ssh": ([{"IPProtocol": "tcp", "ports": ["22"]}], ["0.0.0.0/0"]),
+            "default-allow-rdp": ([{"IPProtocol": "tcp", "ports": ["3389"]}], ["0.0.0.0/0"]),
+            "default-allow-icmp": ([{"IPProtocol": "icmp"}], ["0.0.0.0/0"]),
+            "default-allow-internal": ([{"IPProtocol": "tcp", "ports": ["0-65535"]}, {"IPProtocol": "udp", "ports": ["0-65535"]},
+                                        {"IPProtocol": "icmp"}], ["10.128.0.0/9"]),
+        }
+        for name, (allowed, sources) in rules.items():
+            key = f"projects/{self.project}/global/firewalls/{name}"
+            self.compute[key] = {"kind": "compute#firewall", "name": name, "network": f"{WWW}/{net}", "direction": "INGRESS",
+                                 "priority": 65534, "allowed": allowed, "sourceRanges": sources, "disabled": False,
+                                 "description": f"Allow {name.rsplit('-', 1)[-1]} from anywhere" if sources == ["0.0.0.0/0"] else "",
+                                 "selfLink": f"{WWW}/{key}"}
+
+    def token(self, body: Any) -> tuple[int, Any]:
+        """OAuth token endpoint: service-account JWTs and user refresh tokens (ADC authorized_user)."""
+        grant = parse_qs(body).get("grant_type", [""])[0] if isinstance(body, str) else ""
+        if grant == "refresh_token":
+            token = f"ya29.user{next(self.ids)}"
+            self.user_tokens.add(token)
+            return 200, {"access_token": token, "expires_in": 3600, "token_type": "Bearer", "scope": "openid"}
+        return 200, {"access_token": "ya29.fake", "expires_in": 3600, "token_type": "Bearer"}
+
+    def needs_quota_project(self, host: str) -> tuple[int, Any] | None:
+        """User credentials without a quota project: Service Usage refuses (client-based APIs bill a quota project).
+
+        https://cloud.google.com/docs/authentication/adc-troubleshooting/user-creds (error shape: 403
+        SERVICE_DISABLED on Google's own ADC client project 764086051850).
+        """
+        token = self.headers.get("authorization", "").removeprefix("Bearer ")
+        if host != "serviceusage.googleapis.com" or token not in self.user_tokens or self.headers.get("x-goog-user-project"):
+            return None
+        message = ("Your application is authenticating by using local Application Default Credentials. The "
+                   "serviceusage.googleapis.com API requires a quota project, which is not set by default. To learn how to set "
+                   "your quota project, see https://cloud.google.com/docs/authentication/adc-troubleshooting/user-creds .")
+        return 403, {"error": {"code": 403, "message": message, "status": "PERMISSION_DENIED", "details": [
+            {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "SERVICE_DISABLED", "domain": "googleapis.com",
+             "metadata": {"service": "serviceusage.googleapis.com", "consumer": "projects/764086051850"}}]}}
+
+    def _accelerator_problem(self, zone: str, machine: str, accelerators: list[dict[str, Any]]) -> str:
+        """Accelerators: full or partial URL in the instance's own zone, offered there, and only on N1.
+
+        https://cloud.google.com/compute/docs/reference/rest/v1/instances (guestAccelerators[].acceleratorType:
+        "Full or partial URL of the accelerator type resource ... projects/my-project/zones/us-central1-c/acceleratorTypes/...");
+        https://cloud.google.com/compute/docs/gpus#gpus-list (T4 only on N1; L4 and A100 come with G2 and A2 machine types).
+        """
+        for i, acc in enumerate(accelerators):
+            link = str(acc.get("acceleratorType", "")).split("/compute/v1/", 1)[-1]
+            m = re.match(rf"^projects/{self.project}/zones/([^/]+)/acceleratorTypes/([^/]+)$", link)
+            field = f"resource.guestAccelerators[{i}].acceleratorType"
+            if not m:
+                return f"Invalid value for field '{field}': '{acc.get('acceleratorType')}'. Must be a URL to a valid Compute resource of the correct type."
+            if m.group(1) != zone:
+                return f"Invalid value for field '{field}': '{acc.get('acceleratorType')}'. Accelerator type must be in zone {zone}."
+            if m.group(2) not in self.zone_gpus.get(zone, set()):
+                return f"Invalid value for field '{field}': '{acc.get('acceleratorType')}'. Accelerator type not found in zone {zone}."
+            series = _series(machine)
+            if series != "n1":
+                return (f"Invalid value for field '{field}': '{acc.get('acceleratorType')}'. Machine type {machine.rsplit('/', 1)[-1]} "
+                        "does not support additional accelerators.")
+            if m.group(2) not in N1_GPUS:
+                return f"Invalid value for field '{field}': accelerator type {m.group(2)} is not supported with machine type {machine.rsplit('/', 1)[-1]}."
+        return ""
+
+    def refuse_insert(self, scope: str, collection: str, body: dict[str, Any]) -> tuple[int, Any] | None:
+        if collection == "firewalls" or collection == "subnetworks":
+            net = str(body.get("network") or f"projects/{self.project}/global/networks/default").split("/compute/v1/", 1)[-1]
+            net = net if net.startswith("projects/") else f"projects/{self.project}/{net}"
+            if net not in self.compute:  # https://cloud.google.com/vpc/docs/create-modify-vpc-networks
+                return 404, _invalid(f"The resource '{net}' was not found", "notFound", 404)
+        if collection == "subnetworks":
+            net = str(body["network"]).split("/compute/v1/", 1)[-1]
+            if self.compute[net if net.startswith("projects/") else f"projects/{self.project}/{net}"].get("autoCreateSubnetworks"):
+                return 400, _invalid("Invalid resource usage: 'Cannot add subnetworks to an auto mode network.'", "invalidResourceUsage")
+        if collection != "instances":
+            return None
+        zone = scope.split("/")[-1]
+        machine = str(body.get("machineType", ""))
+        problem = self._accelerator_problem(zone, machine, body.get("guestAccelerators") or [])
+        if problem:
+            return 400, _invalid(problem)
+        has_gpu = bool(body.get("guestAccelerators")) or _series(machine) in BUILTIN_GPUS
+        sched = body.get("scheduling") or {}
+        # https://cloud.google.com/compute/docs/gpus/create-vm-with-gpus : GPU VMs cannot live-migrate.
+        if has_gpu and sched.get("onHostMaintenance", "MIGRATE") != "TERMINATE":
+            return 400, _invalid("Instances with guest accelerators do not support live migration.", "badRequest")
+        # https://cloud.google.com/compute/docs/instances/preemptible : preemptible VMs cannot restart automatically.
+        if sched.get("preemptible") and sched.get("automaticRestart", True):
+            return 400, _invalid("Invalid value for field 'resource.scheduling.automaticRestart': 'true'. "
+                                 "Preemptible instances cannot be automatically restarted.")
+        for disk in body.get("disks") or []:
+            image = str((disk.get("initializeParams") or {}).get("sourceImage", ""))
+            m = re.match(r"^(?:.*/compute/v1/)?projects/([^/]+)/global/images/family/([^/]+)$", image)
+            # https://cloud.google.com/compute/docs/images/os-details : public image families (a dated snapshot).
+            if m and m.groups() not in PUBLIC_IMAGE_FAMILIES:
+                return 404, _invalid(f"The resource '{image}' was not found", "notFound", 404)
+        for nic in body.get("networkInterfaces") or []:
+            for field in ("network", "subnetwork"):
+                link = str(nic.get(field) or "").split("/compute/v1/", 1)[-1]
+                if link and (link if link.startswith("projects/") else f"projects/{self.project}/{link}") not in self.compute:
+                    return 404, _invalid(f"The resource '{link}' was not found", "notFound", 404)
+        return None
+
+    def refuse_delete(self, key: str) -> tuple[int, Any] | None:
+        res = self.compute[key]
+        # https://cloud.google.com/compute/docs/instances/preventing-accidental-vm-deletion
+        if "/instances/" in key and res.get("deletionProtection"):
+            return 400, _invalid("Invalid resource usage: 'Resource cannot be deleted if it's protected against deletion.'",
+                                 "resourceIsProtected")
+        # https://cloud.google.com/vpc/docs/create-modify-vpc-networks#deleting_a_network : subnets and rules go first.
+        link = f"{WWW}/{key}"
+        users = [k for k, r in self.compute.items() if r.get("network") == link or
+                 any(n.get("network") == link or n.get("subnetwork") == link for n in r.get("networkInterfaces") or [])]
+        if ("/networks/" in key or "/subnetworks/" in key) and users:
+            return 400, _invalid(f"The {'network' if '/networks/' in key else 'subnetwork'} resource '{key}' is already being used by "
+                                 f"'{users[0]}'", "resourceInUseByAnotherResource")
+        return None
+
+    def refuse_action(self, scope: str, vm: dict[str, Any], verb: str, body: dict[str, Any]) -> tuple[int, Any] | None:
+        zone = scope.split("/")[-1]
+        # instances.setMachineType / setMachineResources / setServiceAccount: "for a stopped instance"
+        # (https://cloud.google.com/compute/docs/reference/rest/v1/instances/setMachineType, .../setMachineResources,
+        # .../setServiceAccount).
+        if verb in ("setMachineType", "setMachineResources", "setServiceAccount") and vm["status"] != "TERMINATED":
+            return 400, _invalid(f"Invalid resource usage: 'The instance must be stopped to call {verb}.'", "invalidResourceUsage")
+        if verb == "setMachineResources":
+            problem = self._accelerator_problem(zone, vm["machineType"], body.get("guestAccelerators") or [])
+            if not problem and _series(vm["machineType"]) in BUILTIN_GPUS:
+                problem = f"Machine type {vm['machineType'].rsplit('/', 1)[-1]} has built-in accelerators that cannot be changed."
+            if problem:
+                return 400, _invalid(problem)
+        if verb == "setMachineType":
+            old, new = _series(vm["machineType"]), _series(body.get("machineType", ""))
+            # https://cloud.google.com/compute/docs/instances/changing-machine-type-of-stopped-instance : another
+            # machine series only for first/second generation series, "excluding T2A and A2".
+            if old != new and "a2" in (old, new):
+                return 400, _invalid(f"Invalid value for field 'machineType': changing the machine series from {old.upper()} to "
+                                     f"{new.upper()} is not supported. Create a new instance instead.")
+            attached = [] if old in BUILTIN_GPUS else vm.get("guestAccelerators") or []
+            problem = self._accelerator_problem(zone, body.get("machineType", ""), attached)
+            if problem:  # G2/A2 refuse added accelerators: detach the T4 first (setMachineResources []).
+                return 400, _invalid(problem)
+        if verb == "setScheduling":
+            gpu = bool(vm.get("guestAccelerators")) or _series(vm["machineType"]) in BUILTIN_GPUS
+            if gpu and body.get("onHostMaintenance", "MIGRATE") != "TERMINATE":
+                return 400, _invalid("Instances with guest accelerators do not support live migration.", "badRequest")
+        fingerprints = {"setLabels": ("labelFingerprint", vm.get("labelFingerprint")),
+                        "setTags": ("fingerprint", (vm.get("tags") or {}).get("fingerprint")),
+                        "setMetadata": ("fingerprint", (vm.get("metadata") or {}).get("fingerprint"))}
+        if verb in fingerprints:  # optimistic locking: the fingerprint of the last read must be sent back
+            field, current = fingerprints[verb]
+            if body.get(field) != current:
+                return 412, _invalid(f"Supplied fingerprint does not match current {verb[3:].lower()} fingerprint.", "conditionNotMet", 412)
+        return None
+
+    def create_boot_disk(self, scope: str, name: str, disk: dict[str, Any]) -> dict[str, Any]:
+        """The boot disk is a zonal disk resource of its own, named after the VM."""
+        params = disk["initializeParams"]
+        key = f"{scope}/disks/{name}"
+        self.compute[key] = {"kind": "compute#disk", "name": name, "sizeGb": str(params.get("diskSizeGb") or 10),
+                             "type": f"{WWW}/{scope}/diskTypes/{str(params.get('diskType') or 'pd-standard').rsplit('/', 1)[-1]}",
+                             "sourceImage": params.get("sourceImage"), "selfLink": f"{WWW}/{key}", "status": "READY"}
+        return {"kind": "compute#attachedDisk", "type": "PERSISTENT", "mode": "READ_WRITE", "boot": True, "deviceName": name,
+                "autoDelete": bool(disk.get("autoDelete")), "source": f"{WWW}/{key}", "diskSizeGb": self.compute[key]["sizeGb"]}
+
+    def resize_disk(self, scope: str, key: str, body: dict[str, Any]) -> tuple[int, Any]:
+        """disks.resize: only to a larger size (https://cloud.google.com/compute/docs/reference/rest/v1/disks/resize)."""
+        disk = self.compute.get(key)
+        if disk is None:
+            return 404, _error(404, f"The resource '{key}' was not found")
+        if int(body.get("sizeGb", 0)) <= int(disk["sizeGb"]):
+            return 400, _invalid(f"Invalid value for field 'sizeGb': '{body.get('sizeGb')}'. Disk size cannot be smaller than "
+                                 f"or equal to the current size {disk['sizeGb']}GB.")
+        disk["sizeGb"] = str(body["sizeGb"])
+        for vm in self.compute.values():
+            for attached in vm.get("disks") or []:
+                if attached.get("source") == disk["selfLink"]:
+                    attached["diskSizeGb"] = disk["sizeGb"]
+        return 200, self._op(key, "resizeDisk", scope)
 
     def handle_serviceusage(self, method: str, path: str) -> tuple[int, Any]:
         m = re.match(r"^/v1/projects/([^/]+)/services/([^/:]+)(:enable)?$", path)
@@ -286,6 +528,7 @@ class FakeGcp:
             return 200, {"kind": "storage#objects", "items": []}
         if method == "DELETE":
             del self.buckets[name]
+            self.bucket_policies.pop(name, None)  # the policy goes with the bucket
             return 204, None
         if method == "PUT":
             self.buckets[name].update(body)
@@ -305,6 +548,39 @@ class FakeGcp:
         return 200, {"loginProfile": profile} if what == ":importSshPublicKey" else profile
 
 
+# Machine series whose GPUs come with the machine type (https://cloud.google.com/compute/docs/accelerator-optimized-machines).
+BUILTIN_GPUS = {"g2": "nvidia-l4", "a2": "nvidia-tesla-a100"}
+# GPUs attached to N1 (https://cloud.google.com/compute/docs/gpus#gpus-list).
+N1_GPUS = {"nvidia-tesla-t4", "nvidia-tesla-p4", "nvidia-tesla-v100", "nvidia-tesla-p100"}
+# Public image families the roles may name (dated snapshot of `gcloud compute images list`).
+PUBLIC_IMAGE_FAMILIES = {("debian-cloud", "debian-12"), ("ubuntu-os-cloud", "ubuntu-2204-lts"), ("ubuntu-os-cloud", "ubuntu-2404-lts-amd64"),
+                         ("deeplearning-platform-release", "common-cu128-ubuntu-2204-nvidia-570")}
+
+
+def api_disabled(service: str, title: str) -> dict[str, Any]:
+    """A call to an API the project has not enabled: 403 with reason accessNotConfigured and ErrorInfo SERVICE_DISABLED.
+
+    https://cloud.google.com/service-usage/docs/enable-disable and https://google.aip.dev/193 (ErrorInfo).
+    """
+    message = (f"{title} has not been used in project 123 before or it is disabled. Enable it by visiting "
+               f"https://console.developers.google.com/apis/api/{service}/overview?project=123 then retry.")
+    return {"error": {"code": 403, "message": message, "status": "PERMISSION_DENIED",
+                      "errors": [{"message": message, "domain": "usageLimits", "reason": "accessNotConfigured"}],
+                      "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "SERVICE_DISABLED",
+                                   "domain": "googleapis.com", "metadata": {"service": service, "consumer": "projects/123"}}]}}
+
+
+def _series(machine_type: str) -> str:
+    return str(machine_type).rsplit("/", 1)[-1].split("-", 1)[0]
+
+
+def _invalid(message: str, reason: str = "invalid", code: int = 400) -> dict[str, Any]:
+    """Compute Engine's error body (https://cloud.google.com/compute/docs/reference/rest/v1/instances, errors[] with reason)."""
+    status = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 412: "FAILED_PRECONDITION"}.get(code, "FAILED_PRECONDITION")
+    return {"error": {"code": code, "message": message, "status": status,
+                      "errors": [{"message": message, "domain": "global", "reason": reason}]}}
+
+
 def _error(code: int, message: str, status: str = "") -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "status": status or {404: "NOT_FOUND"}.get(code, "FAILED_PRECONDITION"),
                       "errors": [{"message": message, "domain": "global", "reason": (status or "notFound").lower()}]}}
@@ -321,7 +597,7 @@ def serve(fake: FakeGcp) -> ThreadingHTTPServer:
                 body = json.loads(raw) if raw else None
             except ValueError:
                 body = raw
-            status, payload = fake.handle(self.command, host, "/" + rest, parse_qs(parts.query), body)
+            status, payload = fake.handle(self.command, host, "/" + rest, parse_qs(parts.query), body, dict(self.headers.items()))
             data = json.dumps(payload).encode() if payload is not None else b""
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

@@ -20,6 +20,8 @@ from fake_gcp import FakeGcp, serve
 
 PROJECT = "my-voice-project"
 VM = f"projects/{PROJECT}/zones/us-central1-a/instances/personaplex-vm"
+# What a new project has before we start: the default network and its four default-allow-* rules.
+DEFAULT_NETWORK = set(FakeGcp(PROJECT).compute)
 
 
 @pytest.fixture(params=["service-account-file"])
@@ -82,6 +84,12 @@ def writes(calls):
 def test_lifecycle_create_rerun_resize_stop_teardown(cloud, tmp_path):
     """One deployment's life, in order (each step needs the state the previous one left)."""
     fake, play = cloud
+    fake.require_enabled_apis = True  # a new project: Compute answers only once provision has enabled it
+    fake.zone_gpus["us-central1-f"] = {"nvidia-tesla-a100"}  # in the dated T4 table, but the API says no T4 there
+    proc, calls = play("provision.yml", gcp_zone="us-central1-f")
+    assert proc.returncode != 0  # stopped before creating anything but the APIs
+    assert "Zone us-central1-f has no nvidia-tesla-t4 GPU" in proc.stdout, proc.stdout[-3000:]
+    assert [c for c in writes(calls) if "serviceusage" not in c[1]] == []
     proc, calls = play("provision.yml")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
 
@@ -105,7 +113,7 @@ def test_lifecycle_create_rerun_resize_stop_teardown(cloud, tmp_path):
     project_roles = {b["role"] for b in fake.project_policy["bindings"] if sa_member in b["members"]}
     assert project_roles == {"roles/logging.logWriter", "roles/monitoring.metricWriter"}
     bucket_roles = {b["role"] for b in fake.bucket_policies[bucket["name"]]["bindings"] if sa_member in b["members"]}
-    assert bucket_roles == {"roles/storage.objectUser"}
+    assert bucket_roles == {"roles/storage.objectViewer", "roles/storage.objectCreator"}  # read + create, no delete
     assert {"roles/owner"} <= {b["role"] for b in fake.project_policy["bindings"]}
     assert fake.services["compute.googleapis.com"] == "ENABLED"
     assert fake.oslogin_keys[f"deployer@{PROJECT}.iam.gserviceaccount.com"] == [
@@ -148,7 +156,7 @@ def test_lifecycle_create_rerun_resize_stop_teardown(cloud, tmp_path):
 
     proc, _ = play("teardown.yml", gcp_teardown_confirm="personaplex")
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert not [k for k in fake.compute if "/operations/" not in k]
+    assert not [k for k in fake.compute if "/operations/" not in k and k not in DEFAULT_NETWORK]
     assert fake.service_accounts == {}
     sa_member = f"serviceAccount:personaplex-vm@{PROJECT}.iam.gserviceaccount.com"
     assert not any(sa_member in b["members"] for b in fake.project_policy["bindings"])
@@ -179,3 +187,62 @@ def test_provision_l4_spot_iap_with_application_default_credentials(cloud, tmp_p
     assert fake.services.get("iap.googleapis.com") == "ENABLED"
     known = (tmp_path / ".ssh" / "personaplex_known_hosts").read_text()
     assert "personaplex-vm ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeHostKeyForTests" in known
+
+
+def owned(fake, deployment):
+    """Every resource of one deployment in the fake, by its exact names (deep copies, to compare later)."""
+    sa = f"{deployment}-vm@{PROJECT}.iam.gserviceaccount.com"
+    member = f"serviceAccount:{sa}"
+    compute = {k: v for k, v in fake.compute.items() if "/operations/" not in k and k.rsplit("/", 1)[-1].startswith(f"{deployment}-")
+               and k.rsplit("/", 1)[-1].removeprefix(f"{deployment}-") in ("vm", "ip", "allow-ssh", "allow-voice", "net", "subnet")}
+    bucket = f"{PROJECT}-{deployment}-weights"
+    return json.loads(json.dumps({
+        "compute": compute, "sa": fake.service_accounts.get(sa), "bucket": fake.buckets.get(bucket),
+        "project_roles": sorted(b["role"] for b in fake.project_policy["bindings"] if member in b["members"]),
+        "bucket_roles": sorted(b["role"] for b in fake.bucket_policies.get(bucket, {}).get("bindings", []) if member in b["members"]),
+    }))
+
+
+def test_two_deployments_in_one_project_teardown_of_one_leaves_the_other_whole(cloud):
+    """Issue 8 item 5: `deployment=personaplex` is a substring of `deployment=personaplex-dev`; teardown matches exactly.
+    Also: each deployment has its own VPC network and subnet, and teardown lifts deletion protection after the confirmation."""
+    fake, play = cloud
+    proc, _ = play("provision.yml", gcp_deletion_protection=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    proc, _ = play("provision.yml", gcp_deployment_name="personaplex-dev")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    ours, dev = owned(fake, "personaplex"), owned(fake, "personaplex-dev")
+    assert len(ours["compute"]) == 7 and len(dev["compute"]) == 7, (sorted(ours["compute"]), sorted(dev["compute"]))
+    assert fake.compute[VM]["deletionProtection"] is True
+    nic = fake.compute[VM]["networkInterfaces"][0]
+    assert nic["network"].endswith("/global/networks/personaplex-net")
+    assert nic["subnetwork"].endswith("/regions/us-central1/subnetworks/personaplex-subnet")
+    assert fake.compute[f"projects/{PROJECT}/global/networks/personaplex-net"]["autoCreateSubnetworks"] is False
+    assert fake.compute[f"projects/{PROJECT}/global/firewalls/personaplex-allow-ssh"]["network"].endswith("/networks/personaplex-net")
+
+    proc, _ = play("teardown.yml", gcp_teardown_confirm="personaplex", gcp_teardown_delete_bucket=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    gone = owned(fake, "personaplex")
+    assert gone == {"compute": {}, "sa": None, "bucket": None, "project_roles": [], "bucket_roles": []}
+    assert owned(fake, "personaplex-dev") == dev  # every resource of the other deployment, unchanged
+    assert DEFAULT_NETWORK <= set(fake.compute)  # and the project's own network is never touched
+
+
+def test_default_network_open_rules_are_listed_and_refused_unless_accepted(cloud, hub):
+    """Issue 8 item 6: with gcp_network_name: default, preflight lists every rule open to 0.0.0.0/0 on 22, 3389 or 8998."""
+    fake, play = cloud
+    fake.regional_quotas["NVIDIA_T4_GPUS"] = (1.0, 0.0)
+    fake.global_quotas["GPUS_ALL_REGIONS"] = (1.0, 0.0)
+    proc, calls = play("preflight.yml", gcp_network_name="default", hf_token=ACCEPTED, gcp_infra_hf_endpoint=hub)
+    out = " ".join(proc.stdout.split())
+    assert proc.returncode != 0
+    assert "default-allow-rdp: tcp 3389 from 0.0.0.0/0 to all instances" in out, proc.stdout[-3000:]
+    assert "default-allow-ssh: tcp 22 from 0.0.0.0/0 to all instances" in out
+    assert "default-allow-internal" not in out and "gcp_accept_default_network_rules: true" in out
+    assert writes(calls) == []
+
+    proc, calls = play("provision.yml", gcp_network_name="default", gcp_accept_default_network_rules=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert fake.compute[VM]["networkInterfaces"][0]["network"].endswith("/global/networks/default")
+    assert "subnetwork" not in fake.compute[VM]["networkInterfaces"][0]
+    assert not [k for k in fake.compute if "/networks/personaplex" in k or "/subnetworks/" in k]

@@ -50,6 +50,9 @@ def test_plan_without_credentials_writes_the_default_plan(inventory, tmp_path):
         ({"gcp_client_cidrs": ["10.0.0.1/24"]}, "did you mean 10.0.0.0/24?"),
         ({"gcp_bucket_name": "Google-Weights"}, "gcp_bucket_name: 'Google-Weights'"),
         ({"gcp_profile": "l4", "gcp_zone": "us-central1-f"}, "gcp_zone: 'us-central1-f' has no nvidia-l4 GPU"),
+        # issue 8: IAM refuses service account ids under 6 characters, after the APIs were enabled
+        ({"gcp_deployment_name": "pp"}, "gives the service account id 'pp-vm' (5 characters)"),
+        ({"gcp_subnet_cidr": "10.0.0.0/33"}, "gcp_subnet_cidr: '10.0.0.0/33' is not a valid IPv4 CIDR"),
     ],
 )
 def test_bad_input_stops_before_any_api_call(inventory, tmp_path, extra, expected):
@@ -96,3 +99,24 @@ def test_provision_in_check_mode_shows_the_plan_and_calls_nothing(inventory, tmp
     assert "State: not read: No Application Default Credentials" in " ".join(proc.stdout.split())
     for task in ("Enable the Google APIs", "Create the GPU VM", "Grant the service account"):
         assert f"TASK [gcp_infra : {task}" not in proc.stdout
+
+
+def test_real_cloud_test_uses_the_control_node_inventory_and_always_tears_down():
+    """Issue 8 item 12: a failed step must not leave a billing VM behind, nor wait on the local container."""
+    import yaml
+
+    text = (REPO / "tests" / "gcp" / "real_cloud" / "test_real_cloud.yml").read_text()
+    assert "-i inventory/hosts.yml" in text and "-i inventory/local.yml" not in text
+    plays = yaml.safe_load(text)
+    assert [p["hosts"] for p in plays] == ["localhost"]
+    tasks = plays[0]["tasks"]
+    assert "groups['voice_servers']" in tasks[0]["ansible.builtin.assert"]["that"]
+    block = next(t for t in tasks if "block" in t)
+    provisions = [t for t in block["block"] if t.get("ansible.builtin.include_role", {}).get("name") == "gcp_infra"
+                  and "tasks_from" not in t["ansible.builtin.include_role"]]
+    assert provisions, "the provision step is inside the block"
+    always = block["always"]
+    assert always[0]["ansible.builtin.include_role"] == {"name": "gcp_infra", "tasks_from": "teardown.yml"}
+    assert plays[0]["vars"]["gcp_teardown_confirm"] == "pp-realtest" and plays[0]["vars"]["gcp_teardown_delete_bucket"] is True
+    left = next(t for t in always if "gcp_deployment_resources" in t)
+    assert left and "real_cloud_left.networks == []" in always[-1]["ansible.builtin.assert"]["that"]

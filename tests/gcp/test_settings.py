@@ -66,7 +66,8 @@ def test_least_privilege_bindings(settings, tables):
     assert {(b["resource_type"], b["role"]) for b in bindings} == {
         ("project", "roles/logging.logWriter"),
         ("project", "roles/monitoring.metricWriter"),
-        ("bucket", "roles/storage.objectUser"),
+        ("bucket", "roles/storage.objectViewer"),  # read
+        ("bucket", "roles/storage.objectCreator"),  # create; neither can delete or overwrite
     }
     assert all(b["members"] == [member] for b in bindings)
     bucket_binding = next(b for b in bindings if b["resource_type"] == "bucket")
@@ -238,3 +239,54 @@ def test_plan_module_lists_firewall_and_bucket_drift(settings, tables, transport
     bucket = by_name["my-voice-project-personaplex-weights"]
     assert bucket["action"] == "update" and bucket["changes"] == ["public access prevention inherited -> enforced"]
     assert by_name["personaplex-allow-ssh"]["action"] == "create"
+
+
+# --- issue 8: dedicated network, names that every API accepts, CIDRs --------------------------
+def test_dedicated_custom_mode_network_and_subnet_by_default(settings, tables):
+    spec = build_spec(settings, tables["profiles"], tables["images"])
+    net = resource(spec, "compute.network", "personaplex-net")["fields"]
+    subnet = resource(spec, "compute.subnetwork", "personaplex-subnet")["fields"]
+    assert net["auto_create_subnetworks"] is False
+    assert subnet == dict(subnet, region="us-central1", network="global/networks/personaplex-net", ip_cidr_range="10.64.0.0/24")
+    assert spec["marker"] in net["description"] and spec["marker"] in subnet["description"]
+    for rule in ("personaplex-allow-ssh", "personaplex-allow-voice"):
+        assert resource(spec, "compute.firewall", rule)["fields"]["network"] == "global/networks/personaplex-net"
+    vm = resource(spec, "compute.instance")["fields"]
+    assert (vm["network"], vm["subnetwork"]) == ("global/networks/personaplex-net", "regions/us-central1/subnetworks/personaplex-subnet")
+    kinds = [r["type"] for r in spec["resources"]]
+    assert kinds.index("compute.network") < kinds.index("compute.subnetwork") < kinds.index("compute.firewall")
+
+
+def test_default_network_can_be_chosen_and_is_never_created(settings, tables):
+    spec = build_spec(dict(settings, network_name="default"), tables["profiles"], tables["images"])
+    assert not [r for r in spec["resources"] if r["type"] in ("compute.network", "compute.subnetwork")]
+    assert resource(spec, "compute.instance")["fields"]["network"] == "global/networks/default"
+    assert spec["network"]["dedicated"] is False
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ({"deployment_name": "pp"}, "gives the service account id 'pp-vm' (5 characters); IAM accepts 6-30"),
+    ({"deployment_name": "abc"}, None),
+    ({"network_name": "My_Net"}, "gcp_network_name: 'My_Net' is invalid"),
+    ({"network_name": "n" * 64}, "gcp_network_name:"),
+    ({"subnet_name": "-sub"}, "gcp_subnet_name: '-sub' is invalid"),
+    ({"subnet_cidr": "10.0.0.1/24"}, "gcp_subnet_cidr: '10.0.0.1/24' is not a valid IPv4 CIDR"),
+    ({"subnet_cidr": "8.8.8.0/24"}, "gcp_subnet_cidr: '8.8.8.0/24' is not a private range"),
+    ({"subnet_cidr": "10.0.0.0/30"}, "gcp_subnet_cidr: '10.0.0.0/30' is not a private range"),
+    ({"bucket_roles": "roles/storage.objectUser"}, "gcp_bucket_roles:"),
+])
+def test_derived_names_and_network_settings_are_checked_offline(settings, tables, extra, expected):
+    if expected is None:
+        build_spec(dict(settings, **extra), tables["profiles"], tables["images"])
+        return
+    assert any(expected in p for p in problems(dict(settings, **extra), tables)), problems(dict(settings, **extra), tables)
+
+
+def test_exact_marker_match_never_takes_a_longer_deployment_name():
+    from ansible.module_utils.gcp_settings import marker_matches
+
+    ours = "SSH to the PersonaPlex VM. managed-by=personaplex-ansible deployment=personaplex"
+    assert marker_matches(ours, "personaplex")
+    assert not marker_matches(ours + "-dev", "personaplex")
+    assert marker_matches(ours + "-dev", "personaplex-dev")
+    assert not marker_matches("deployment=personaplex", "personaplex")  # no managed-by: not ours
