@@ -23,11 +23,13 @@ def test_missing_ssh_key_stops_preflight_before_any_google_call(gcp, tmp_path): 
 
 def test_preflight_enables_the_apis_then_passes(gcp):  # noqa: F811
     fake, run = gcp
+    before = {k for k in fake.compute if "/operations/" not in k}  # the project's default network
     proc, out = run("preflight.yml")
     assert proc.returncode == 0, out[-3000:]
     assert fake.services.get("compute.googleapis.com") == "ENABLED"
     # Nothing billed: no VM, IP, bucket, firewall or service account yet.
-    assert not [k for k in fake.compute if "/operations/" not in k] and fake.buckets == {} and fake.service_accounts == {}
+    assert {k for k in fake.compute if "/operations/" not in k} == before
+    assert fake.buckets == {} and fake.service_accounts == {}
     enables = [c for c in fake.writes() if c[1].endswith(":enable")]
     assert enables and len(enables) == len(fake.writes())
 
