@@ -131,6 +131,7 @@ def build_random_full(
     use_compile: bool = True,
     lm_kwargs: dict[str, Any] | None = None,
     mimi_config: dict[str, Any] | None = None,
+    context_mode: str = "pinned",
 ) -> Any:
     """An Engine over the full architecture with random weights (nothing downloaded).
 
@@ -204,6 +205,7 @@ def build_random_full(
         max_sessions=max_sessions,
         use_cuda_graphs=use_cuda_graphs,
         use_compile=use_compile,
+        context_mode=context_mode,  # type: ignore[arg-type]
     )
     files = ModelFiles(
         Path("random"),
@@ -307,6 +309,149 @@ def bench_one(
     )
 
 
+@dataclass
+class LongPoint:
+    """Step time and memory over a stretch of a long conversation."""
+
+    frame: int  # frames since the prompt at the end of the stretch
+    contexts: float  # the same, in model contexts
+    step_ms_p50: float
+    step_ms_p99: float
+    cpu_ms_p50: float  # the engine thread's CPU time per step: robust on a busy machine
+    rss_mib: float | None  # the process's resident memory (CPU)
+    allocated_mib: float | None  # torch's allocated GPU memory
+    kv_mib: float  # the temporal transformer's KV cache, pinned prompts included
+
+
+def _rss_mib() -> float | None:
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    import os
+
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def bench_long(
+    engine: Any, contexts: float = 10.0, stretch: int = 200, voice_frames: int = 20
+) -> list[LongPoint]:
+    """One conversation for ``contexts`` times the model's context; a point per stretch
+    (first, then every tenth of the run, and the last). Flat = no length limit in cost."""
+    import numpy as np
+    import torch
+
+    from .engine import SamplingParams
+    from .engine.runtime import EngineSession, _Voice
+
+    dev = engine.device
+    text = list(range(100, 110 if engine.context >= 200 else 102))
+    # the prompt must fit the pinned half of a short (tiny model) context
+    voice_frames = max(2, min(voice_frames, engine.context // 2 - 2 * 6 - len(text)))
+    session = EngineSession(engine, 0, "bench", text, SamplingParams(seed=0))
+    engine._slots[0] = session
+    codes = torch.randint(0, 2048, (voice_frames, 8), generator=torch.Generator().manual_seed(0))
+    engine._prompt_with(session, _Voice(codes, None, None, voice_frames))
+    total = int(contexts * engine.context)
+    stretch = max(1, min(stretch, total // 10))
+    every = max(stretch, total // 10)
+    pcm = np.random.default_rng(0).uniform(-0.2, 0.2, (64, engine.frame_size))
+    pcm = pcm.astype(np.float32)
+    points: list[LongPoint] = []
+    times: list[float] = []
+    cpu: list[float] = []
+    try:
+        for i in range(total):
+            t, c = time.perf_counter(), time.thread_time()
+            engine._step(session, pcm[i % 64])  # ends with .cpu(): synchronous
+            times.append((time.perf_counter() - t) * 1000)
+            cpu.append((time.thread_time() - c) * 1000)
+            n = i + 1
+            if n % every == 0 or n in (total, stretch):
+                last = times[-stretch:]
+                kv = sum(w.cache.numel() * w.cache.element_size() for w in engine._windows)
+                kv += sum(
+                    k.numel() * k.element_size()
+                    for w in engine._windows
+                    for k in w.pinned_k
+                    if k is not None
+                )
+                alloc = torch.cuda.memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
+                points.append(
+                    LongPoint(
+                        frame=n,
+                        contexts=round(n / engine.context, 2),
+                        step_ms_p50=round(_percentile(last, 50), 2),
+                        step_ms_p99=round(_percentile(last, 99), 2),
+                        cpu_ms_p50=round(_percentile(cpu[-stretch:], 50), 2),
+                        rss_mib=None if (r := _rss_mib()) is None else round(r, 1),
+                        allocated_mib=None if alloc is None else round(alloc, 1),
+                        kv_mib=round(kv / 2**20, 3),
+                    )
+                )
+    finally:
+        engine._release(session)
+    return points
+
+
+def format_long(points: Sequence[LongPoint], mode: str, context: int) -> str:
+    lines = [
+        f"long conversation, context_mode={mode}, context {context} frames "
+        "(step time over the last stretch of frames)",
+        "frame     contexts  p50 ms  p99 ms  CPU ms  RSS MiB  GPU alloc MiB  KV MiB",
+    ]
+    for p in points:
+        rss = "-" if p.rss_mib is None else f"{p.rss_mib:.0f}"
+        gpu = "-" if p.allocated_mib is None else f"{p.allocated_mib:.0f}"
+        lines.append(
+            f"{p.frame:<9} {p.contexts:<9} {p.step_ms_p50:<7.2f} {p.step_ms_p99:<7.2f} "
+            f"{p.cpu_ms_p50:<7.2f} {rss:<8} {gpu:<14} {p.kv_mib:.3f}"
+        )
+    return "\n".join(lines)
+
+
+def build_engine(
+    config: str,
+    model_dir: Path | None = None,
+    *,
+    random_full: bool = False,
+    device: str = "auto",
+    sessions: int = 1,
+    use_cuda_graphs: bool = True,
+    use_compile: bool = True,
+    context_mode: str = "pinned",
+) -> Any:
+    from .engine import Engine, EngineConfig
+
+    if config not in CONFIGS:
+        raise ValueError(f"unknown config {config!r}; choose from {', '.join(CONFIGS)}")
+    dtype, quant = CONFIGS[config]
+    if random_full:
+        return build_random_full(
+            config,
+            device,
+            max_sessions=sessions,
+            use_cuda_graphs=use_cuda_graphs,
+            use_compile=use_compile,
+            context_mode=context_mode,
+        )
+    if model_dir is None:
+        raise ValueError("give a model folder or random_full=True")
+    return Engine.load(
+        EngineConfig(
+            model_dir=model_dir,
+            device=device,
+            dtype=dtype,  # type: ignore[arg-type]
+            quantize=quant,  # type: ignore[arg-type]
+            max_sessions=sessions,
+            use_cuda_graphs=use_cuda_graphs,
+            use_compile=use_compile,
+            context_mode=context_mode,  # type: ignore[arg-type]
+        )
+    )
+
+
 def bench(
     model_dir: Path | None = None,
     *,
@@ -318,11 +463,10 @@ def bench(
     use_cuda_graphs: bool = True,
     use_compile: bool = True,
     sessions: int = 1,
+    context_mode: str = "pinned",
 ) -> list[BenchResult]:
     """Run each config in turn (freeing the previous model first); errors are recorded."""
     import torch
-
-    from .engine import Engine, EngineConfig
 
     if not random_full and model_dir is None:
         raise ValueError("give a model folder or random_full=True")
@@ -330,33 +474,21 @@ def bench(
     for config in configs:
         if config not in CONFIGS:
             raise ValueError(f"unknown config {config!r}; choose from {', '.join(CONFIGS)}")
-        dtype, quant = CONFIGS[config]
         engine = None
         try:
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
             t0 = time.perf_counter()
-            if random_full:
-                engine = build_random_full(
-                    config,
-                    device,
-                    max_sessions=sessions,
-                    use_cuda_graphs=use_cuda_graphs,
-                    use_compile=use_compile,
-                )
-            else:
-                assert model_dir is not None
-                engine = Engine.load(
-                    EngineConfig(
-                        model_dir=model_dir,
-                        device=device,
-                        dtype=dtype,  # type: ignore[arg-type]
-                        quantize=quant,  # type: ignore[arg-type]
-                        max_sessions=sessions,
-                        use_cuda_graphs=use_cuda_graphs,
-                        use_compile=use_compile,
-                    )
-                )
+            engine = build_engine(
+                config,
+                model_dir,
+                random_full=random_full,
+                device=device,
+                sessions=sessions,
+                use_cuda_graphs=use_cuda_graphs,
+                use_compile=use_compile,
+                context_mode=context_mode,
+            )
             load_s = time.perf_counter() - t0
             results.append(
                 bench_one(engine, config, frames, warmup_frames, load_s, sessions=sessions)
@@ -438,6 +570,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="concurrent conversations stepped together (Engine.step_batch)",
     )
+    parser.add_argument(
+        "--context-mode",
+        choices=("pinned", "sliding", "stop"),
+        default="pinned",
+        help="what the engine does past the model's context (see engine/window.py)",
+    )
+    parser.add_argument(
+        "--long",
+        type=float,
+        metavar="CONTEXTS",
+        default=0.0,
+        help="instead: one conversation this many contexts long (e.g. 10), printing step "
+        "time and memory from start to end (first config only)",
+    )
     parser.add_argument("--no-cuda-graphs", action="store_true")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument(
@@ -457,16 +603,37 @@ def run_engine_bench(argv: Sequence[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(list(argv) if argv is not None else None)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    if args.long > 0:
+        engine = build_engine(
+            configs[0],
+            args.model_dir,
+            random_full=args.random_full,
+            device=args.device,
+            use_cuda_graphs=not args.no_cuda_graphs,
+            use_compile=not args.no_compile,
+            context_mode=args.context_mode,
+        )
+        points = bench_long(engine, args.long)
+        print(format_long(points, args.context_mode, engine.context))
+        if args.json is not None:
+            data = json.dumps([asdict(p) for p in points], indent=1)
+            if str(args.json) == "-":
+                print(data)
+            else:
+                args.json.write_text(data + "\n")
+        return 0
     results = bench(
         args.model_dir,
         random_full=args.random_full,
-        configs=[c.strip() for c in args.configs.split(",") if c.strip()],
+        configs=configs,
         frames=args.frames,
         warmup_frames=args.warmup_frames,
         device=args.device,
         use_cuda_graphs=not args.no_cuda_graphs,
         use_compile=not args.no_compile,
         sessions=args.sessions,
+        context_mode=args.context_mode,
     )
     print(format_table(results))
     if args.json is not None:

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     sliced_weights: bool = Field(
         False, description="Write/load a dep_q=8 copy of the LM weights (saves about 1.4 GB)."
     )
+    context_mode: Literal["pinned", "sliding", "stop"] = Field(
+        "pinned",
+        description="Past the model's 3000-frame context: pinned keeps the persona prompt in "
+        "view with a sliding window of the rest (no length limit), sliding is upstream "
+        "moshi's ring (the prompt leaves the window), stop ends the conversation.",
+    )
     use_cuda_graphs: bool = Field(True, description="Capture CUDA graphs where they help.")
     use_compile: bool = Field(True, description="Use torch.compile where it helps.")
     warmup: bool = Field(True, description="Run a few model steps before reporting ready.")

@@ -63,3 +63,17 @@ def test_random_weights_path(config: str) -> None:
         engine, config, frames=2, warmup_frames=1, load_s=0.0, voice_frames=4, text_tokens=3
     )
     assert r.frames == 2 and r.error is None and r.quantize == bench_engine.CONFIGS[config][1]
+
+
+def test_long_conversation_bench(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--long``: a conversation several contexts long, memory flat from start to end."""
+    model = tiny.generate(tmp_path / "short", seed=1, context=48)
+    out = tmp_path / "long.json"
+    argv = ["--model-dir", str(model), "--configs", "fp32", "--no-compile", "--long", "2"]
+    rc = bench_engine.run_engine_bench([*argv, "--json", str(out)])
+    assert rc == 0
+    assert "context_mode=pinned" in capsys.readouterr().out
+    points = json.loads(out.read_text())
+    assert points[-1]["frame"] == 2 * 48 and points[-1]["contexts"] == 2.0
+    assert len({p["kv_mib"] for p in points}) == 1  # the cache never grew
+    assert all(p["step_ms_p50"] > 0 and p["cpu_ms_p50"] > 0 for p in points)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from engine_helpers import GREEDY
 
 from personaplex_server import tiny
@@ -36,7 +37,7 @@ def _sig(o: StepOutput) -> tuple[str | None, bytes]:
 
 
 def test_interface(make_engine: Callable[..., Engine]) -> None:
-    engine = make_engine()
+    engine = make_engine(context_mode="stop")
     assert engine.frame_size == 1920 and engine.sample_rate == 24000
     assert engine.max_frames == 3000
     info = engine.info
@@ -141,7 +142,7 @@ def test_step_batch_equals_stepping_alone(make_engine: Callable[..., Engine]) ->
 
 def test_context_exhaustion_is_defined(tmp_path: Path, make_engine: Callable[..., Engine]) -> None:
     model = tiny.generate(tmp_path / "short", seed=1, context=40)
-    engine = make_engine(model)
+    engine = make_engine(model, context_mode="stop")
     assert engine.max_frames == 40
     s = engine.new_session("NATF0.pt", "", SamplingParams(seed=0))
     s.run_prompt()
@@ -167,3 +168,31 @@ def test_bad_sampling_refused(make_engine: Callable[..., Engine]) -> None:
         engine.new_session("NATF0.pt", "", SamplingParams(temp=0.0))
     with pytest.raises(ValueError):
         engine.new_session("NATF0.pt", "", SamplingParams(top_k=0))
+
+
+@pytest.mark.parametrize("mode", ["sliding", "pinned"])
+def test_conversation_continues_past_the_context(
+    tmp_path: Path, make_engine: Callable[..., Engine], mode: str
+) -> None:
+    """Three contexts' worth of frames, two slots (the other one prompting in between):
+    no error, finite audio, the KV cache never grows; pinned keeps the prompt's values."""
+    model = tiny.generate(tmp_path / "short", seed=1, context=48)
+    engine = make_engine(model, max_sessions=2, context_mode=mode)
+    s = engine.new_session("NATF0.pt", "", GREEDY)
+    s.run_prompt()
+    p = s.prompt_frames
+    window = engine._windows[0]
+    storage = [(w.cache.data_ptr(), tuple(w.cache.shape)) for w in engine._windows]
+    prompt_values = window.cache[1, s.slot, :, :p].clone()
+    other = engine.new_session("NATF0.pt", "", GREEDY)
+    for n in range(3 * 48):
+        if n == 70:  # the other slot's prefill (T > 1) after this slot's ring wrapped
+            other.run_prompt()
+        out = s.step(NOISE[n % 16])
+        assert out.pcm is not None and np.isfinite(out.pcm).all()
+    assert s.frames_used == p + 3 * 48 and s.frames_left > 0
+    assert [(w.cache.data_ptr(), tuple(w.cache.shape)) for w in engine._windows] == storage
+    kept = torch.equal(window.cache[1, s.slot, :, :p], prompt_values)
+    assert kept == (mode == "pinned")
+    if mode == "pinned":
+        assert int(window.pin[s.slot]) == p and int(window.pin_shift[s.slot]) > 0

@@ -37,6 +37,7 @@ from .prompt import PromptFrames, build_prompt, fork_columns, wrap_with_system_t
 from .quant import module_bytes
 from .types import (
     ContextExhausted,
+    ContextMode,
     EngineConfig,
     EngineLoadError,
     NoFreeSlot,
@@ -44,12 +45,16 @@ from .types import (
     StepOutput,
     VoiceNotFound,
 )
+from .window import PIN_REFRESH_FRAMES, WindowKVCache
+from .window import install as install_window
 
 log = logging.getLogger(__name__)
 
 PREFILL_CHUNK = 64
 TINY_PARAMS = 50_000_000
 MAX_VOICE_SECONDS = 60.0
+# RoPE positions are float32: integers are exact up to 2**24 frames (about 372 hours)
+ENDLESS_FRAMES = 2**24
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
@@ -81,6 +86,7 @@ class EngineSession:
         self.prompt_frames = 0
         self.prompted = False
         self.closed = False
+        self.pin_valid_until = 0  # first frame that needs the pinned prompt moved again
 
     @property
     def frames_left(self) -> int:
@@ -144,17 +150,21 @@ class Engine:
             on_audio_hook=self._on_audio,
             support_out_of_sync=True,
         )
+        if lm.context is None:
+            raise EngineLoadError("the LM has no context length (config.json lacks 'context')")
         with self._ctx():
             self.lm_gen.streaming_forever(b)
             self._mimi_states = [self._new_mimi_state() for _ in range(b)]
+            self._windows: list[WindowKVCache] = install_window(lm)
         self._mimi_active: int | None = None
         self._audio_sampling: tuple[float, int] | None = None
-        if lm.context is None:
-            raise EngineLoadError("the LM has no context length (config.json lacks 'context')")
-        context = int(lm.context)
-        # T>1 prefill writes keys for masked slots too: keep them off the ring's wrap point
-        self.max_frames = context if b == 1 else context - PREFILL_CHUNK
+        self.context = int(lm.context)
+        self.context_mode: ContextMode = cfg.context_mode
+        # pinned: the prompt keeps at most half the window, the conversation the rest
+        self.max_pinned_frames = self.context // 2
+        self.max_frames = self.context if cfg.context_mode == "stop" else ENDLESS_FRAMES
         self.info["max_frames"] = self.max_frames
+        self.info["context_mode"] = cfg.context_mode
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -392,6 +402,8 @@ class Engine:
         with self._ctx():
             slot = session.slot
             self._select(session)
+            for w in self._windows:
+                w.unpin_slot(slot)
             reset = torch.zeros(self.batch, dtype=torch.bool)
             reset[slot] = True
             self.lm_gen.reset_streaming(reset.to(self.device))
@@ -408,10 +420,11 @@ class Engine:
                 codes[-1, 1:] = voice.cache[2:9, voice.frames % voice.cache.shape[1]]
             frames = build_prompt(codes, session.text_tokens)
             p = len(frames)
-            if p >= self.max_frames:
+            limit = self.max_pinned_frames if self.context_mode == "pinned" else self.context - 1
+            if p > limit:
                 raise ValueError(
-                    f"the prompt takes {p} frames, the context holds {self.max_frames}: "
-                    "use a shorter voice prompt or text prompt"
+                    f"the prompt takes {p} frames, at most {limit} fit the model's context "
+                    f"({self.context} frames): use a shorter voice prompt or text prompt"
                 )
             if self.prefill or voice.embeddings is not None:
                 self._prefill(slot, frames, voice)
@@ -422,6 +435,11 @@ class Engine:
             session.frames_used = p
             session.prompt_frames = p
             session.prompted = True
+            if self.context_mode == "pinned":
+                for w in self._windows:
+                    w.pin_slot(slot, p)
+                # with its prompt at its own positions the window holds until this frame
+                session.pin_valid_until = self.context - PIN_REFRESH_FRAMES
 
     def _user_input(self, slot: int, codes: torch.Tensor) -> torch.Tensor:
         x = torch.zeros(self.batch, 8, 1, dtype=torch.long, device=self.device)
@@ -530,6 +548,7 @@ class Engine:
     ) -> list[StepOutput]:
         frames = [self._validate(s, p) for s, p in zip(sessions, pcms, strict=True)]
         with self._ctx():
+            self._refresh_pins(sessions)
             self._apply_sampling(sessions[0].sampling)
             self._set_exec_slots([s.slot for s in sessions])
             inp = torch.zeros(self.batch, 8, 1, dtype=torch.long, device=self.device)
@@ -550,6 +569,20 @@ class Engine:
             session.frames_used += 1
         return [StepOutput(pcm=p, text=self._piece(t)) for t, p in outs]
 
+    def _refresh_pins(self, sessions: list[EngineSession]) -> None:
+        """Move each pinned prompt to just before its slot's window for the next
+        ``PIN_REFRESH_FRAMES`` frames (see :mod:`.window`)."""
+        if self.context_mode != "pinned":
+            return
+        for s in sessions:
+            if s.frames_used < s.pin_valid_until:
+                continue
+            # queries up to frames_used + R - 1 must see the prompt's first key < context back
+            shift = max(0, s.frames_used + PIN_REFRESH_FRAMES - self.context)
+            for w in self._windows:
+                w.shift_pinned(s.slot, shift)
+            s.pin_valid_until = s.frames_used + PIN_REFRESH_FRAMES
+
     def _validate(self, session: EngineSession, pcm: np.ndarray) -> np.ndarray:
         self._check(session)
         if not session.prompted:
@@ -557,7 +590,7 @@ class Engine:
         if session.frames_used >= self.max_frames:
             raise ContextExhausted(
                 f"the conversation used the model's whole context ({self.max_frames} frames, "
-                f"{self.max_frames / C.FRAME_RATE:.0f} s)"
+                f"{self.max_frames / C.FRAME_RATE:.0f} s; context_mode={self.context_mode})"
             )
         x = np.asarray(pcm, dtype=np.float32).reshape(-1)
         if x.shape[0] != self.frame_size:

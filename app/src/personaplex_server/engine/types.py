@@ -10,6 +10,10 @@ import numpy as np
 
 DtypeName = Literal["auto", "bfloat16", "float16", "float32"]
 QuantizeName = Literal["auto", "none", "int8", "nf4"]
+# What happens at the end of the model's context (see engine/window.py):
+# pinned: a sliding window that keeps the persona prompt in view (default);
+# sliding: upstream moshi's ring, the prompt leaves the window; stop: end the conversation.
+ContextMode = Literal["pinned", "sliding", "stop"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class EngineConfig:
     use_compile: bool = True
     # Write a dep_q=8 copy of the LM weights next to the original (once) and load it next time.
     sliced_weights: bool = False
+    context_mode: ContextMode = "pinned"
 
 
 @dataclass
