@@ -74,6 +74,9 @@ class BenchResult:
     peak_gib: float | None
     allocated_gib: float | None
     error: str | None = None
+    # largest |activation| seen in each transformer layer (temporal, then depth), any
+    # module inside it; float16 overflows above 65504
+    act_max_per_layer: list[float] | None = None
 
     @classmethod
     def failed(cls, config: str, device: str, error: str) -> BenchResult:
@@ -227,6 +230,54 @@ def build_random_full(
     return Engine(cfg, files, lm, mimi, _FakeTokenizer(), dev, plan, info)
 
 
+FP16_MAX = 65504.0
+
+
+def activation_peaks(engine: Any, frames: int = 10) -> list[float]:
+    """Largest |activation| of every transformer layer (temporal, then depth) over
+    ``frames`` steps of a fresh conversation (slot 0), eager (hooks do not run inside a
+    CUDA graph replay). Kept on the device until the end: no sync per module."""
+    import numpy as np
+    import torch
+    from moshi.utils.compile import no_cuda_graph
+
+    from .engine import SamplingParams
+    from .engine.runtime import EngineSession, _Voice
+
+    lm = engine.lm
+    layers = list(lm.transformer.layers)
+    if lm.depformer is not None:
+        layers += list(lm.depformer.layers)
+    peaks = torch.zeros(len(layers), device=engine.device)
+    handles = []
+
+    def hook_for(i: int) -> Any:
+        def hook(_m: Any, _inp: Any, out: Any) -> None:
+            if isinstance(out, torch.Tensor) and out.is_floating_point() and out.numel():
+                peaks[i] = torch.maximum(peaks[i], out.detach().abs().max().float())
+
+        return hook
+
+    for i, layer in enumerate(layers):
+        for m in layer.modules():
+            handles.append(m.register_forward_hook(hook_for(i)))
+    session = EngineSession(engine, 0, "bench", list(range(100, 110)), SamplingParams(seed=0))
+    engine._slots[0] = session
+    try:
+        with no_cuda_graph():
+            codes = torch.randint(0, 2048, (8, 8), generator=torch.Generator().manual_seed(1))
+            engine._prompt_with(session, _Voice(codes, None, None, 8))
+            rng = np.random.default_rng(1)
+            for _ in range(frames):
+                pcm = rng.uniform(-0.5, 0.5, engine.frame_size).astype(np.float32)
+                engine._step(session, pcm)
+    finally:
+        for h in handles:
+            h.remove()
+        engine._release(session)
+    return [round(float(x), 2) for x in peaks.cpu()]
+
+
 def bench_one(
     engine: Any,
     config: str,
@@ -280,6 +331,7 @@ def bench_one(
     session = active[0]
     for s in active:
         engine._release(s)
+    acts = activation_peaks(engine) if engine.plan.dtype == "float16" else None
     peak = alloc = None
     if dev.type == "cuda":
         peak = torch.cuda.max_memory_allocated(dev) / 1024**3
@@ -306,6 +358,7 @@ def bench_one(
         late_frames=sum(t > FRAME_MS for t in times),
         peak_gib=None if peak is None else round(peak, 2),
         allocated_gib=None if alloc is None else round(alloc, 2),
+        act_max_per_layer=acts,
     )
 
 
@@ -504,6 +557,14 @@ def bench(
     return results
 
 
+def _act_summary(acts: list[float] | None) -> str:
+    """The largest per-layer activation and how far float16's range is from it."""
+    if not acts:
+        return "-"
+    i = max(range(len(acts)), key=acts.__getitem__)
+    return f"{acts[i]:.0f} (L{i}, {FP16_MAX / max(acts[i], 1e-9):.0f}x below fp16 max)"
+
+
 def format_table(results: Sequence[BenchResult]) -> str:
     head = (
         "config",
@@ -519,11 +580,12 @@ def format_table(results: Sequence[BenchResult]) -> str:
         "peak GiB",
         "prompt s",
         "load s",
+        "max |act| (layer)",
     )
     rows: list[tuple[str, ...]] = [head]
     for r in results:
         if r.error:
-            rows.append((r.config, r.device, str(r.sessions), "error: " + r.error[:60], *[""] * 9))
+            rows.append((r.config, r.device, str(r.sessions), "error: " + r.error[:60], *[""] * 10))
             continue
         rows.append(
             (
@@ -540,6 +602,7 @@ def format_table(results: Sequence[BenchResult]) -> str:
                 "-" if r.peak_gib is None else f"{r.peak_gib:.2f}",
                 f"{r.prompt_s:.2f} ({r.prompt_frames} fr)",
                 f"{r.load_s:.1f}",
+                _act_summary(r.act_max_per_layer),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]

@@ -116,6 +116,11 @@ class Metrics:
         self.frames_total = Counter(
             "personaplex_frames", "Frames processed by the model", registry=r
         )
+        self.nonfinite_steps = Counter(
+            "personaplex_nonfinite_steps",
+            "Model steps that produced NaN/infinite values (the conversation was ended)",
+            registry=r,
+        )
         r.register(_GpuMemoryCollector())
         self._rtf: float | None = None
 

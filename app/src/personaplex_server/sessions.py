@@ -41,6 +41,7 @@ from .errors import (
     IdleTimeout,
     MalformedAudio,
     MessageTooBig,
+    ModelFailure,
     ServerBusy,
     ServerShutdown,
     SessionError,
@@ -305,6 +306,8 @@ class ChatSession:
             try:
                 out, _seconds = await self.batcher.step(session, frame)
             except Exception as exc:
+                if type(exc).__name__ == "NonFiniteStep":
+                    self.metrics.nonfinite_steps.inc()
                 raise _engine_error(exc, starting=False) from exc
             self.stats.frames_stepped += 1
             if out.pcm is not None:
@@ -356,6 +359,11 @@ def _engine_error(exc: Exception, starting: bool = True) -> Exception:
     name = type(exc).__name__
     if name == "NoFreeSlot":
         return ServerBusy("server busy: no free model slot; try again later")
+    if name == "NonFiniteStep":
+        return ModelFailure(
+            "the model produced invalid values (a numeric overflow) and this conversation "
+            "cannot continue; start a new one"
+        )
     if name == "ContextExhausted":
         return ContextExhausted(
             "the conversation reached the end of the model's context; start a new conversation"

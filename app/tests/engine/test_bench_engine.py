@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,3 +78,23 @@ def test_long_conversation_bench(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert points[-1]["frame"] == 2 * 48 and points[-1]["contexts"] == 2.0
     assert len({p["kv_mib"] for p in points}) == 1  # the cache never grew
     assert all(p["step_ms_p50"] > 0 and p["cpu_ms_p50"] > 0 for p in points)
+
+
+def test_activation_peaks_per_layer(make_engine: Any) -> None:
+    """Per-layer largest |activation| (printed for fp16 configs): scaling one layer's
+    feed-forward output weights shows up in that layer's figure only."""
+    import torch
+
+    engine = make_engine()
+    n = len(engine.lm.transformer.layers) + len(engine.lm.depformer.layers)
+    before = bench_engine.activation_peaks(engine, frames=2)
+    assert len(before) == n and all(0 < x < float("inf") for x in before)
+    layer = engine.lm.transformer.layers[1]
+    with torch.no_grad():
+        for m in layer.gating.modules() if hasattr(layer, "gating") else []:
+            if isinstance(m, torch.nn.Linear) and m.out_features == engine.lm.dim:
+                m.weight.mul_(1000.0)
+    after = bench_engine.activation_peaks(engine, frames=2)
+    assert after[1] > 100 * before[1]
+    assert after[0] == pytest.approx(before[0], rel=0.5)
+    assert "below fp16 max" in bench_engine._act_summary(after)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from . import constants as C
+from . import sampling
 from .loading import ModelFiles, load_lm, load_mimi, load_tokenizer, resolve_files
 from .planning import GIB, GpuSpec, ModelSpec, PlanError, PrecisionPlan, plan_precision
 from .prompt import PromptFrames, build_prompt, fork_columns, wrap_with_system_tags
@@ -41,6 +42,7 @@ from .types import (
     EngineConfig,
     EngineLoadError,
     NoFreeSlot,
+    NonFiniteStep,
     SamplingParams,
     StepOutput,
     VoiceNotFound,
@@ -86,6 +88,7 @@ class EngineSession:
         self.prompt_frames = 0
         self.prompted = False
         self.closed = False
+        self.seed: int | None = None  # the seed in use (drawn at random when not given)
         self.pin_valid_until = 0  # first frame that needs the pinned prompt moved again
 
     @property
@@ -96,7 +99,10 @@ class EngineSession:
         self._engine._run_prompt(self)
 
     def step(self, pcm: np.ndarray) -> StepOutput:
-        return self._engine._step(self, pcm)
+        out = self._engine._step(self, pcm)
+        if out.error is not None:
+            raise out.error
+        return out
 
     def close(self) -> None:
         self._engine._release(self)
@@ -143,6 +149,10 @@ class Engine:
         self._force_text = torch.full((b,), -1, dtype=torch.long, device=device)
         self._force_audio = torch.full((b, 8), -1, dtype=torch.long, device=device)
         self._forcing = False
+        sampling.install()
+        self._sampler = sampling.SlotSampler(self.batch, device)
+        self._exec_mask: torch.Tensor | None = None
+        self._poisoned: set[int] = set()  # slots whose state saw non-finite values
         self.lm_gen = LMGen(
             lm,
             use_sampling=True,
@@ -377,7 +387,15 @@ class Engine:
         if self.batch > 1:
             mask = torch.zeros(self.batch, dtype=torch.bool)
             mask[slots] = True
-            self.lm_gen.set_exec_mask(mask.to(self.device))
+            self._exec_mask = mask.to(self.device)
+            self.lm_gen.set_exec_mask(self._exec_mask)
+
+    def _lm_step(self, inp: torch.Tensor, replace: torch.Tensor | None = None) -> Any:
+        """One LMGen step with each slot's own random stream (see :mod:`.sampling`)."""
+        with sampling.active(self._sampler):
+            tokens = self.lm_gen.step(inp, depformer_replace_tokens=replace)
+        self._sampler.advance(self._exec_mask)
+        return tokens
 
     def _apply_sampling(self, sp: SamplingParams) -> None:
         g = self.lm_gen
@@ -409,10 +427,17 @@ class Engine:
             self.lm_gen.reset_streaming(reset.to(self.device))
             if self.batch > 1:
                 self._select(session)  # the reset re-enabled the slot: mask the others again
+            if slot in self._poisoned:
+                # NaN keys hidden by the mask still poison attention (NaN * 0): wipe them
+                for w in self._windows:
+                    w.cache[:, slot].zero_()
+                self.mimi.set_streaming_state(dict.fromkeys(self._mimi_states[slot]))
+                self._mimi_states[slot] = self._new_mimi_state()
+                self._mimi_active = None
+                self._use_mimi(slot)
+                self._poisoned.discard(slot)
             self.mimi.reset_streaming()
-            seed = session.sampling.seed
-            if seed is not None and seed != -1:  # -1: no seed, as the official server
-                torch.manual_seed(seed)
+            session.seed = self._sampler.start(slot, session.sampling.seed)
             codes = voice.codes
             if codes is None:  # .pt: only the last voice frame's codebooks 1-7 are needed
                 assert voice.cache is not None
@@ -434,6 +459,9 @@ class Engine:
             self.mimi.reset_streaming()
             session.frames_used = p
             session.prompt_frames = p
+            if bool(self._sampler.nonfinite[slot]):
+                self._poisoned.add(slot)
+                raise NonFiniteStep("the model produced non-finite values during the prompt")
             session.prompted = True
             if self.context_mode == "pinned":
                 for w in self._windows:
@@ -465,7 +493,7 @@ class Engine:
         self._forcing = True
         try:
             user = self._user_input(slot, frames.user[s])
-            self.lm_gen.step(user, depformer_replace_tokens=replace)
+            self._lm_step(user, replace)
         finally:
             self._forcing = False
             self._force_text.fill_(-1)
@@ -520,7 +548,9 @@ class Engine:
     def step_batch(self, items: list[tuple[EngineSession, np.ndarray]]) -> list[StepOutput]:
         """One frame for several sessions: one LM call per group of equal sampling parameters
         (the slots step together; Mimi runs per slot). Same results as stepping each alone
-        with deterministic sampling; with random sampling the sessions share one RNG.
+        (each slot samples from its own random stream). A session whose step produced
+        non-finite values gets an output with ``error`` set (it must end); the others are
+        not affected.
         Every session is checked (open, prompted, context left, frame size) before anything
         runs: on an error nothing has moved, and the caller can retry without that session."""
         groups: dict[tuple[float, int, float, int], list[int]] = {}
@@ -556,7 +586,7 @@ class Engine:
                 self._use_mimi(session.slot)
                 wav = torch.from_numpy(frame).to(self.device).view(1, 1, -1)
                 inp[session.slot] = self.mimi.encode(wav)[0]  # [8, 1]
-            tokens = self.lm_gen.step(inp)
+            tokens = self._lm_step(inp)
             assert tokens is not None
             outs = []
             for session in sessions:
@@ -565,9 +595,21 @@ class Engine:
                 tok = tokens[slot : slot + 1]
                 pcm_out = self.mimi.decode(tok[:, 1 : 1 + C.AUDIO_CODEBOOKS])[0, 0]
                 outs.append((int(tok[0, 0, 0].item()), pcm_out.float().cpu().numpy()))
-        for session in sessions:
+            nonfinite = self._sampler.nonfinite.cpu()
+        results = []
+        for session, (t, p) in zip(sessions, outs, strict=True):
             session.frames_used += 1
-        return [StepOutput(pcm=p, text=self._piece(t)) for t, p in outs]
+            if bool(nonfinite[session.slot]) or not np.isfinite(p).all():
+                self._poisoned.add(session.slot)
+                err = NonFiniteStep(
+                    f"the model produced non-finite values at frame {session.frames_used} "
+                    f"({self.plan.dtype}); this conversation cannot continue"
+                )
+                log.error("slot %d: %s", session.slot, err)
+                results.append(StepOutput(pcm=None, text=None, error=err))
+            else:
+                results.append(StepOutput(pcm=p, text=self._piece(t)))
+        return results
 
     def _refresh_pins(self, sessions: list[EngineSession]) -> None:
         """Move each pinned prompt to just before its slot's window for the next
@@ -587,6 +629,8 @@ class Engine:
         self._check(session)
         if not session.prompted:
             raise RuntimeError("run_prompt() must come before step()")
+        if session.slot in self._poisoned:
+            raise NonFiniteStep("this conversation's model state is invalid (non-finite)")
         if session.frames_used >= self.max_frames:
             raise ContextExhausted(
                 f"the conversation used the model's whole context ({self.max_frames} frames, "

@@ -56,6 +56,8 @@ class StepOutput:
 
     pcm: np.ndarray | None  # float32 (frame_size,), None while nothing is produced yet
     text: str | None  # decoded text piece ("▁" -> " "), None for padding tokens
+    # set (by step_batch only) when this conversation's step failed: it must end
+    error: NonFiniteStep | None = None
 
 
 class EngineError(Exception):
@@ -72,6 +74,11 @@ class VoiceNotFound(EngineError, ValueError):
 
 class NoFreeSlot(EngineError, RuntimeError):
     """All ``max_sessions`` slots are in use."""
+
+
+class NonFiniteStep(EngineError, RuntimeError):
+    """The model produced NaN or infinite logits or audio for this conversation (e.g. a
+    float16 overflow); its state is garbage, so the conversation must end."""
 
 
 class ContextExhausted(EngineError, RuntimeError):
