@@ -47,7 +47,7 @@ from .types import (
     StepOutput,
     VoiceNotFound,
 )
-from .window import PIN_REFRESH_FRAMES, WindowKVCache
+from .window import PIN_REFRESH_FRAMES, WindowKVCache, install_masked
 from .window import install as install_window
 
 log = logging.getLogger(__name__)
@@ -164,10 +164,11 @@ class Engine:
             raise EngineLoadError("the LM has no context length (config.json lacks 'context')")
         with self._ctx():
             self.lm_gen.streaming_forever(b)
-            self._mimi_states = [self._new_mimi_state() for _ in range(b)]
+            # one Mimi streaming state for all slots: one encode and one decode per step
+            self.mimi.streaming_forever(b)
             self._windows: list[WindowKVCache] = install_window(lm)
-        self._mimi_active: int | None = None
-        self._audio_sampling: tuple[float, int] | None = None
+            self._mimi_windows = install_masked(mimi)
+        self._mimi_slots: tuple[int, ...] | None = None
         self.context = int(lm.context)
         self.context_mode: ContextMode = cfg.context_mode
         # pinned: the prompt keeps at most half the window, the conversation the rest
@@ -353,17 +354,20 @@ class Engine:
                 stack.enter_context(no_cuda_graph())
             yield
 
-    def _new_mimi_state(self) -> dict[str, Any]:
-        stack = self.mimi.streaming(1)
-        stack.pop_all()  # keep the state; streaming is stopped by hand below
-        state: dict[str, Any] = self.mimi.get_streaming_state()
-        self.mimi.set_streaming_state(dict.fromkeys(state))
-        return state
+    def _mimi_exec(self, slots: list[int]) -> None:
+        """Only ``slots`` move in the next Mimi encode/decode (the others keep their state)."""
+        key = tuple(slots)
+        if self._mimi_slots != key:
+            mask = torch.zeros(self.batch, dtype=torch.bool)
+            mask[slots] = True
+            self.mimi.set_exec_mask(mask.to(self.device))
+            self._mimi_slots = key
 
-    def _use_mimi(self, slot: int) -> None:
-        if self._mimi_active != slot:
-            self.mimi.set_streaming_state(self._mimi_states[slot])
-            self._mimi_active = slot
+    def _reset_mimi(self, slot: int) -> None:
+        mask = torch.zeros(self.batch, dtype=torch.bool)
+        mask[slot] = True
+        self.mimi.reset_streaming(mask.to(self.device))
+        self._mimi_slots = None  # a reset re-enables the slot in every exec mask
 
     def _on_text(self, text_token: torch.Tensor) -> None:
         if self._forcing:
@@ -378,10 +382,9 @@ class Engine:
             raise RuntimeError("this session is closed")
 
     def _select(self, session: EngineSession) -> None:
-        """Make ``session``'s slot the one that moves; apply its sampling parameters."""
-        self._use_mimi(session.slot)
+        """Make ``session``'s slot the one that moves."""
+        self._mimi_exec([session.slot])
         self._set_exec_slots([session.slot])
-        self._apply_sampling(session.sampling)
 
     def _set_exec_slots(self, slots: list[int]) -> None:
         if self.batch > 1:
@@ -396,17 +399,6 @@ class Engine:
             tokens = self.lm_gen.step(inp, depformer_replace_tokens=replace)
         self._sampler.advance(self._exec_mask)
         return tokens
-
-    def _apply_sampling(self, sp: SamplingParams) -> None:
-        g = self.lm_gen
-        g.temp_text, g.top_k_text = sp.temp_text, sp.top_k_text
-        if (sp.temp, sp.top_k) != self._audio_sampling:
-            # the depth transformer's sampling is inside its CUDA graph: capture it again
-            g.temp, g.top_k = sp.temp, sp.top_k
-            state = g._streaming_state
-            if state is not None and state.graphed_depth is not None and self._audio_sampling:
-                state.graphed_depth.reset()
-            self._audio_sampling = (sp.temp, sp.top_k)
 
     def _run_prompt(self, session: EngineSession) -> None:
         with self._lock:
@@ -429,15 +421,12 @@ class Engine:
                 self._select(session)  # the reset re-enabled the slot: mask the others again
             if slot in self._poisoned:
                 # NaN keys hidden by the mask still poison attention (NaN * 0): wipe them
-                for w in self._windows:
+                for w in (*self._windows, *self._mimi_windows):
                     w.cache[:, slot].zero_()
-                self.mimi.set_streaming_state(dict.fromkeys(self._mimi_states[slot]))
-                self._mimi_states[slot] = self._new_mimi_state()
-                self._mimi_active = None
-                self._use_mimi(slot)
                 self._poisoned.discard(slot)
-            self.mimi.reset_streaming()
-            session.seed = self._sampler.start(slot, session.sampling.seed)
+            self._reset_mimi(slot)  # convolution buffers: reset by torch.where, NaN-proof
+            self._select(session)
+            session.seed = self._sampler.start(slot, session.sampling)
             codes = voice.codes
             if codes is None:  # .pt: only the last voice frame's codebooks 1-7 are needed
                 assert voice.cache is not None
@@ -456,7 +445,7 @@ class Engine:
             else:
                 for s in range(p):
                     self._forced_step(slot, frames, s)
-            self.mimi.reset_streaming()
+            self._reset_mimi(slot)
             session.frames_used = p
             session.prompt_frames = p
             if bool(self._sampler.nonfinite[slot]):
@@ -546,28 +535,19 @@ class Engine:
         self._forced_step(slot, frames, p - 1)
 
     def step_batch(self, items: list[tuple[EngineSession, np.ndarray]]) -> list[StepOutput]:
-        """One frame for several sessions: one LM call per group of equal sampling parameters
-        (the slots step together; Mimi runs per slot). Same results as stepping each alone
-        (each slot samples from its own random stream). A session whose step produced
-        non-finite values gets an output with ``error`` set (it must end); the others are
-        not affected.
-        Every session is checked (open, prompted, context left, frame size) before anything
-        runs: on an error nothing has moved, and the caller can retry without that session."""
-        groups: dict[tuple[float, int, float, int], list[int]] = {}
-        for i, (s, _) in enumerate(items):
-            sp = s.sampling
-            groups.setdefault((sp.temp, sp.top_k, sp.temp_text, sp.top_k_text), []).append(i)
+        """One frame for several sessions in one batched step (Mimi encode, LM, Mimi
+        decode), whatever their sampling parameters: each slot samples with its own
+        parameters and random stream, so the result is what each gives alone. A session
+        whose step produced non-finite values gets an output with ``error`` set (it must
+        end); the others are not affected. Every session is checked (open, prompted,
+        context left, frame size) before anything runs: on an error nothing has moved,
+        and the caller can retry without that session."""
         if len({id(s) for s, _ in items}) != len(items):
             raise ValueError("a session appears twice in one batch")
-        results: list[StepOutput | None] = [None] * len(items)
         with self._lock:
             for session, pcm in items:
                 self._validate(session, pcm)
-            for idx in groups.values():
-                outs = self._step_group([items[i][0] for i in idx], [items[i][1] for i in idx])
-                for i, o in zip(idx, outs, strict=True):
-                    results[i] = o
-        return [r for r in results if r is not None]
+            return self._step_group([s for s, _ in items], [p for _, p in items])
 
     def _step(self, session: EngineSession, pcm: np.ndarray) -> StepOutput:
         with self._lock:
@@ -576,30 +556,33 @@ class Engine:
     def _step_group(
         self, sessions: list[EngineSession], pcms: list[np.ndarray]
     ) -> list[StepOutput]:
+        """One frame for ``sessions``: one batched Mimi encode, one LM step, one batched
+        Mimi decode over all slots (the others masked out), and one copy to the host."""
         frames = [self._validate(s, p) for s, p in zip(sessions, pcms, strict=True)]
+        slots = [s.slot for s in sessions]
+        wav = np.zeros((self.batch, 1, self.frame_size), dtype=np.float32)
+        for slot, frame in zip(slots, frames, strict=True):
+            wav[slot, 0] = frame
         with self._ctx():
             self._refresh_pins(sessions)
-            self._apply_sampling(sessions[0].sampling)
-            self._set_exec_slots([s.slot for s in sessions])
-            inp = torch.zeros(self.batch, 8, 1, dtype=torch.long, device=self.device)
-            for session, frame in zip(sessions, frames, strict=True):
-                self._use_mimi(session.slot)
-                wav = torch.from_numpy(frame).to(self.device).view(1, 1, -1)
-                inp[session.slot] = self.mimi.encode(wav)[0]  # [8, 1]
-            tokens = self._lm_step(inp)
+            self._set_exec_slots(slots)
+            self._mimi_exec(slots)
+            codes = self.mimi.encode(torch.from_numpy(wav).to(self.device))  # [B, 8, 1]
+            tokens = self._lm_step(codes)
             assert tokens is not None
-            outs = []
-            for session in sessions:
-                slot = session.slot
-                self._use_mimi(slot)
-                tok = tokens[slot : slot + 1]
-                pcm_out = self.mimi.decode(tok[:, 1 : 1 + C.AUDIO_CODEBOOKS])[0, 0]
-                outs.append((int(tok[0, 0, 0].item()), pcm_out.float().cpu().numpy()))
-            nonfinite = self._sampler.nonfinite.cpu()
+            # masked slots (and the first frames) come back as -2: decode zeros there
+            audio = tokens[:, 1 : 1 + C.AUDIO_CODEBOOKS].clamp_min(0)
+            pcm = self.mimi.decode(audio)[:, 0].float()  # [B, frame]
+            packed = torch.cat(
+                [pcm, tokens[:, 0].float(), self._sampler.nonfinite.float()[:, None]], dim=1
+            ).cpu()  # text ids < 2**24 are exact in float32
+        host = packed.numpy()
         results = []
-        for session, (t, p) in zip(sessions, outs, strict=True):
+        for session in sessions:
+            row = host[session.slot]
+            p = row[: self.frame_size].copy()
             session.frames_used += 1
-            if bool(nonfinite[session.slot]) or not np.isfinite(p).all():
+            if row[-1] != 0 or not np.isfinite(p).all():
                 self._poisoned.add(session.slot)
                 err = NonFiniteStep(
                     f"the model produced non-finite values at frame {session.frames_used} "
@@ -608,7 +591,7 @@ class Engine:
                 log.error("slot %d: %s", session.slot, err)
                 results.append(StepOutput(pcm=None, text=None, error=err))
             else:
-                results.append(StepOutput(pcm=p, text=self._piece(t)))
+                results.append(StepOutput(pcm=p, text=self._piece(int(row[self.frame_size]))))
         return results
 
     def _refresh_pins(self, sessions: list[EngineSession]) -> None:
@@ -722,12 +705,14 @@ class Engine:
         padded[: mono.shape[0]] = mono
         out = []
         with self._lock, self._ctx():
-            self._use_mimi(slot)
-            self.mimi.reset_streaming()
+            self._reset_mimi(slot)
+            self._mimi_exec([slot])
+            x = torch.zeros(self.batch, 1, self.frame_size, device=self.device)
             for i in range(n):
                 chunk = torch.from_numpy(padded[i * self.frame_size : (i + 1) * self.frame_size])
-                out.append(self.mimi.encode(chunk.to(self.device).view(1, 1, -1))[0, :, 0].cpu())
-            self.mimi.reset_streaming()
+                x[slot, 0] = chunk.to(self.device)
+                out.append(self.mimi.encode(x)[slot, :, 0].cpu())
+            self._reset_mimi(slot)
         voice = torch.stack(out)
         return voice.long()
 

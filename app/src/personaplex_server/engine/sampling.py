@@ -48,10 +48,21 @@ class SlotSampler:
         self.seed = torch.zeros(batch, dtype=torch.long, device=device)
         self.frame = torch.zeros(batch, dtype=torch.long, device=device)
         self.nonfinite = torch.zeros(batch, dtype=torch.bool, device=device)
+        # each slot's own sampling parameters: one batched step serves them all
+        self.temp_text = torch.ones(batch, dtype=torch.float32, device=device)
+        self.top_k_text = torch.ones(batch, dtype=torch.long, device=device)
+        self.temp = torch.ones(batch, dtype=torch.float32, device=device)
+        self.top_k = torch.ones(batch, dtype=torch.long, device=device)
         self.call = 0  # sampling call within the current step (text 0, then codebooks)
 
-    def start(self, slot: int, seed: int | None) -> int:
-        """A new conversation in ``slot``; returns the seed used (random when None)."""
+    def start(self, slot: int, params: Any) -> int:
+        """A new conversation in ``slot`` with ``params`` (temp, top_k, temp_text,
+        top_k_text, seed); returns the seed used (random when the seed is None)."""
+        self.temp_text[slot] = float(params.temp_text)
+        self.top_k_text[slot] = int(params.top_k_text)
+        self.temp[slot] = float(params.temp)
+        self.top_k[slot] = int(params.top_k)
+        seed = params.seed
         if seed is None or seed == -1:  # -1: no seed, as the official server
             seed = int.from_bytes(os.urandom(4), "little")
         seed &= _M32
@@ -87,23 +98,27 @@ class SlotSampler:
         top_k: int = 0,
         top_p: float = 0.0,
     ) -> torch.Tensor:
-        """``moshi.utils.sampling.sample_token`` with this sampler's noise ([B, ..., V])."""
-        bad = ~torch.isfinite(logits).reshape(logits.shape[0], -1).all(dim=1)
+        """``moshi.utils.sampling.sample_token`` ([B, ..., V] logits) with each slot's own
+        noise and parameters: call 0 of a step is the text token, the others the audio
+        codebooks. ``temp``/``top_k`` (LMGen's shared values) are ignored."""
+        del temp, top_k, top_p
+        b, v = logits.shape[0], logits.shape[-1]
+        bad = ~torch.isfinite(logits).reshape(b, -1).all(dim=1)
         self.nonfinite |= bad
         call = self.call
         self.call += 1
-        if not use_sampling or temp <= 0.0:
+        if not use_sampling:
             return torch.argmax(logits, dim=-1)
-        if top_p > 0.0:  # pragma: no cover - not used by the engine
-            raise NotImplementedError("top_p sampling is not supported per slot")
-        probs = torch.softmax(logits / temp, dim=-1)
-        if 0 < top_k < probs.shape[-1]:
-            probs, ids = torch.topk(probs, top_k, dim=-1)
-        else:
-            ids = torch.arange(probs.shape[-1], device=probs.device).expand_as(probs)
+        temps, ks = (self.temp_text, self.top_k_text) if call == 0 else (self.temp, self.top_k)
+        shape = (b,) + (1,) * (logits.dim() - 1)
+        probs = torch.softmax(logits.float() / temps.view(shape), dim=-1)
+        # top-k per slot: keep what reaches the slot's k-th largest probability
+        ranked = probs.sort(dim=-1, descending=True).values
+        k = (ks.clamp(1, v) - 1).view(shape).expand(*probs.shape[:-1], 1)
+        probs = torch.where(probs >= ranked.gather(-1, k), probs, 0.0)
+        ids = torch.arange(v, device=probs.device).expand_as(probs)
         noise = -torch.log(self.uniform(ids, call))
-        pick = (probs / noise).argmax(dim=-1, keepdim=True)
-        return ids.gather(-1, pick)[..., 0]
+        return (probs / noise).argmax(dim=-1)
 
 
 def _dispatch(logits: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:

@@ -148,3 +148,30 @@ def install(lm: Any) -> list[WindowKVCache]:
         state.kv_cache = cache
         caches.append(cache)
     return caches
+
+
+def install_masked(module: Any) -> list[WindowKVCache]:
+    """The same cache (no pinning: upstream's ring, but masked slots keep their entries)
+    for every per-slot self-attention ring inside a streaming ``module`` (Mimi: its
+    transformers step 2 frames at a time, so upstream's ring would overwrite an entry of
+    every masked slot that is still in view)."""
+    from moshi.modules.transformer import RingKVCache, StreamingMultiheadAttention
+
+    caches = []
+    for m in module.modules():
+        if not isinstance(m, StreamingMultiheadAttention):
+            continue
+        state = m._streaming_state
+        if state is None or not isinstance(state.kv_cache, RingKVCache):
+            continue
+        if not state.kv_cache.respect_exec_mask:
+            continue
+        rope = m.rope
+        cache = WindowKVCache(
+            state.kv_cache,
+            rope.max_period if rope is not None else 10_000.0,
+            rope.interleave if rope is not None else True,
+        )
+        state.kv_cache = cache  # type: ignore[assignment]  # same contract, duck-typed
+        caches.append(cache)
+    return caches
