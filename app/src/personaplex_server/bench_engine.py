@@ -106,6 +106,25 @@ class BenchResult:
         )
 
 
+def skip_reason(config: str, gpu: Any, sessions: int, spec: Any = None) -> str | None:
+    """Why ``config`` cannot run ``sessions`` conversations on ``gpu`` (None: it can, or
+    no GPU): decided from the GPU's properties and the memory plan *before* building, so
+    a 16 GB T4 is never asked to hold bf16 weights it has neither room nor support for."""
+    from .engine.planning import PlanError, plan_precision
+
+    if gpu is None:
+        return None
+    dtype, quant = CONFIGS[config]
+    if dtype == "bfloat16" and not gpu.bf16_native:
+        sm = f"sm_{gpu.capability[0]}{gpu.capability[1]}"
+        return f"bf16 is not native on {gpu.name} ({sm}): use fp16+int8 or fp16+nf4"
+    try:
+        plan_precision(gpu, dtype=dtype, quantize=quant, max_sessions=sessions, spec=spec)
+    except PlanError as exc:
+        return f"does not fit: {exc}"
+    return None
+
+
 def _percentile(xs: list[float], q: float) -> float:
     s = sorted(xs)
     if not s:
@@ -336,6 +355,8 @@ def bench_one(
     if dev.type == "cuda":
         peak = torch.cuda.max_memory_allocated(dev) / 1024**3
         alloc = torch.cuda.memory_allocated(dev) / 1024**3
+    elif (rss := _rss_mib()) is not None:  # CPU: the process's resident memory
+        alloc = rss / 1024
     mean = statistics.fmean(times)
     gpu = engine.info.get("gpu") or {}
     return BenchResult(
@@ -505,6 +526,27 @@ def build_engine(
     )
 
 
+def _detected_gpu(device: str) -> Any:
+    import torch
+
+    from .engine.runtime import gpu_spec, resolve_device
+
+    if not torch.cuda.is_available():
+        return None
+    dev = resolve_device(device)
+    return gpu_spec(dev) if dev.type == "cuda" else None
+
+
+def _bench_spec(model_dir: Path | None, random_full: bool) -> Any:
+    from .engine.loading import resolve_files
+    from .engine.planning import ModelSpec
+    from .engine.runtime import model_spec
+
+    if random_full or model_dir is None:
+        return ModelSpec.personaplex()
+    return model_spec(resolve_files(model_dir))
+
+
 def bench(
     model_dir: Path | None = None,
     *,
@@ -515,18 +557,30 @@ def bench(
     device: str = "auto",
     use_cuda_graphs: bool = True,
     use_compile: bool = True,
-    sessions: int = 1,
+    sessions: int | Sequence[int] = 1,
     context_mode: str = "pinned",
 ) -> list[BenchResult]:
-    """Run each config in turn (freeing the previous model first); errors are recorded."""
+    """Run each config, and each number of sessions (an engine with that many slots, all
+    talking), in turn, freeing the previous model first; errors are recorded. Configs
+    that cannot fit the detected GPU are skipped before anything is built."""
     import torch
 
     if not random_full and model_dir is None:
         raise ValueError("give a model folder or random_full=True")
+    counts = [sessions] if isinstance(sessions, int) else list(sessions)
+    gpu = _detected_gpu(device)
+    spec = _bench_spec(model_dir, random_full)
     results: list[BenchResult] = []
-    for config in configs:
+    for config, n in ((c, n) for c in configs for n in counts):
         if config not in CONFIGS:
             raise ValueError(f"unknown config {config!r}; choose from {', '.join(CONFIGS)}")
+        why = skip_reason(config, gpu, n, spec)
+        if why is not None:
+            log.warning("config %s with %d session(s) skipped: %s", config, n, why)
+            skipped = BenchResult.failed(config, device, "skipped: " + why)
+            skipped.sessions = n
+            results.append(skipped)
+            continue
         engine = None
         try:
             if torch.cuda.is_available():
@@ -537,18 +591,18 @@ def bench(
                 model_dir,
                 random_full=random_full,
                 device=device,
-                sessions=sessions,
+                sessions=n,
                 use_cuda_graphs=use_cuda_graphs,
                 use_compile=use_compile,
                 context_mode=context_mode,
             )
             load_s = time.perf_counter() - t0
-            results.append(
-                bench_one(engine, config, frames, warmup_frames, load_s, sessions=sessions)
-            )
+            results.append(bench_one(engine, config, frames, warmup_frames, load_s, sessions=n))
         except Exception as exc:  # one config failing must not hide the others
             log.exception("config %s failed", config)
-            results.append(BenchResult.failed(config, device, f"{type(exc).__name__}: {exc}"))
+            failed = BenchResult.failed(config, device, f"{type(exc).__name__}: {exc}")
+            failed.sessions = n
+            results.append(failed)
         finally:
             del engine
             gc.collect()
@@ -566,31 +620,48 @@ def _act_summary(acts: list[float] | None) -> str:
 
 
 def format_table(results: Sequence[BenchResult]) -> str:
+    """One table per config: a row per number of concurrent conversations."""
+    tables = []
+    for config in dict.fromkeys(r.config for r in results):
+        rows_of = [r for r in results if r.config == config]
+        first = next((r for r in rows_of if not r.error), rows_of[0])
+        title = (
+            f"{config} on {first.gpu or first.device} ({first.dtype}+{first.quantize}); "
+            "ms per step of all conversations, late = steps over 80 ms per 1000"
+        )
+        tables.append(title + "\n" + _config_table(rows_of))
+    return "\n\n".join(tables)
+
+
+def _config_table(results: Sequence[BenchResult]) -> str:
     head = (
-        "config",
-        "device",
-        "streams",
+        "sessions",
         "frames",
         "p50 ms",
         "p95 ms",
         "p99 ms",
         "max ms",
         "RTF",
-        "late",
-        "peak GiB",
+        "late/1000",
+        "memory GiB",
         "prompt s",
         "load s",
         "max |act| (layer)",
     )
     rows: list[tuple[str, ...]] = [head]
+    errors: dict[int, str] = {}  # row index -> message, printed across the columns
     for r in results:
         if r.error:
-            rows.append((r.config, r.device, str(r.sessions), "error: " + r.error[:60], *[""] * 10))
+            errors[len(rows)] = f"{r.sessions:<8}  {r.error[:160]}"
+            rows.append(("",) * len(head))
             continue
+        mem = (
+            f"{r.peak_gib:.2f} peak"
+            if r.peak_gib is not None
+            else ("-" if r.allocated_gib is None else f"{r.allocated_gib:.2f} RSS")
+        )
         rows.append(
             (
-                r.config,
-                r.gpu or r.device,
                 str(r.sessions),
                 str(r.frames),
                 f"{r.step_ms_p50:.1f}",
@@ -598,15 +669,18 @@ def format_table(results: Sequence[BenchResult]) -> str:
                 f"{r.step_ms_p99:.1f}",
                 f"{r.step_ms_max:.1f}",
                 f"{r.rtf:.3f}",
-                str(r.late_frames),
-                "-" if r.peak_gib is None else f"{r.peak_gib:.2f}",
+                f"{1000 * r.late_frames / max(1, r.frames):.1f}",
+                mem,
                 f"{r.prompt_s:.2f} ({r.prompt_frames} fr)",
                 f"{r.load_s:.1f}",
                 _act_summary(r.act_max_per_layer),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    lines = [
+        errors.get(n) or "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for n, row in enumerate(rows)
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -629,9 +703,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--sessions",
-        type=int,
-        default=1,
-        help="concurrent conversations stepped together (Engine.step_batch)",
+        default="1",
+        help="concurrent conversations stepped together (Engine.step_batch), a number or a "
+        "comma-separated list (e.g. 1,2,4,8,16,32): one engine with that many slots each",
     )
     parser.add_argument(
         "--context-mode",
@@ -656,6 +730,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         const=Path("-"),
         help="also write the results as JSON (to a file, or - for stdout)",
     )
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"--sessions: expected numbers like 1,2,4, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise SystemExit("--sessions: every count must be at least 1")
+    return counts
 
 
 def run_engine_bench(argv: Sequence[str] | None = None) -> int:
@@ -695,7 +779,7 @@ def run_engine_bench(argv: Sequence[str] | None = None) -> int:
         device=args.device,
         use_cuda_graphs=not args.no_cuda_graphs,
         use_compile=not args.no_compile,
-        sessions=args.sessions,
+        sessions=_counts(args.sessions),
         context_mode=args.context_mode,
     )
     print(format_table(results))

@@ -32,7 +32,7 @@ def test_cli_on_a_model_folder(
     )
     assert rc == 0
     table = capsys.readouterr().out
-    assert "p99 ms" in table and "fp32" in table
+    assert "p99 ms" in table and "fp32 on cpu" in table and "late/1000" in table
     (r,) = json.loads(out.read_text())
     assert r["frames"] == 3 and r["error"] is None
     assert 0 < r["step_ms_p50"] <= r["step_ms_p99"] <= r["step_ms_max"]
@@ -98,3 +98,27 @@ def test_activation_peaks_per_layer(make_engine: Any) -> None:
     assert after[1] > 100 * before[1]
     assert after[0] == pytest.approx(before[0], rel=0.5)
     assert "below fp16 max" in bench_engine._act_summary(after)
+
+
+def test_session_counts_give_one_table_per_config(
+    tiny_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--model-dir", str(tiny_dir), "--configs", "fp32", "--no-compile"]
+    argv += ["--sessions", "1,3", "--frames", "2", "--warmup-frames", "1", "--json", "-"]
+    assert bench_engine.run_engine_bench(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("fp32 on cpu") == 1  # one table for the config, a row per count
+    rows = json.loads(out[out.index("[") :])
+    assert [r["sessions"] for r in rows] == [1, 3] and all(r["error"] is None for r in rows)
+
+
+def test_configs_that_cannot_fit_the_gpu_are_skipped_before_building() -> None:
+    from personaplex_server.engine.planning import GIB, GpuSpec
+
+    t4 = GpuSpec("Tesla T4", 15 * GIB, (7, 5))
+    assert "not native" in (bench_engine.skip_reason("bf16", t4, 1) or "")
+    assert bench_engine.skip_reason("fp16+int8", t4, 1) is None
+    assert "does not fit" in (bench_engine.skip_reason("fp16+int8", t4, 32) or "")
+    h100 = GpuSpec("NVIDIA H100 80GB HBM3", 80 * GIB, (9, 0))
+    assert bench_engine.skip_reason("bf16", h100, 16) is None
+    assert bench_engine.skip_reason("bf16", None, 64) is None  # CPU: nothing planned
