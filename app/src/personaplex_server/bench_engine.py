@@ -469,6 +469,116 @@ def bench_long(
     return points
 
 
+@dataclass
+class JoinResult:
+    """N conversations talking in real time while one more joins (its prompt runs)."""
+
+    talking: int
+    interleaved: bool  # prompt run part by part between steps (the server's way)
+    frames: int  # frames of each talking conversation, in real time (80 ms apart)
+    prompt_frames: int
+    prompt_s: float  # wall time from the join to the joiner's first step
+    latency_ms_p50: float  # frame due -> its step done, talking conversations
+    latency_ms_p99: float
+    latency_ms_max: float
+    late_per_1000: float  # frames answered more than 80 ms after they were due
+
+
+def bench_join(
+    engine: Any,
+    talking: int,
+    *,
+    interleaved: bool = True,
+    frames: int = 60,
+    join_at: int = 10,
+    voice_frames: int = 125,
+    text_tokens: int = 100,
+) -> JoinResult:
+    """Real-time simulation of the engine thread: a frame of the ``talking`` conversations
+    is due every 80 ms; when no frame is due, the joiner's prompt runs (one part at a
+    time, or whole). The latency of each talking frame is measured from when it was due.
+    The engine needs ``talking + 1`` slots."""
+    import numpy as np
+    import torch
+
+    from .engine import SamplingParams
+    from .engine.runtime import EngineSession, _Voice
+
+    g = torch.Generator().manual_seed(0)
+    active = []
+    for slot in range(talking):
+        s = EngineSession(engine, slot, "bench", [100, 101], SamplingParams(seed=slot))
+        engine._slots[slot] = s
+        engine._prompt_with(s, _Voice(torch.randint(0, 2048, (4, 8), generator=g), None, None, 4))
+        active.append(s)
+    joiner = EngineSession(
+        engine, talking, "bench", list(range(100, 100 + text_tokens)), SamplingParams(seed=99)
+    )
+    engine._slots[talking] = joiner
+    codes = torch.randint(0, 2048, (voice_frames, 8), generator=g)
+    parts = engine._prompt_parts(joiner, _Voice(codes, None, None, voice_frames))
+    pcm = np.random.default_rng(0).uniform(-0.2, 0.2, (16, engine.frame_size))
+    pcm = pcm.astype(np.float32)
+    lat: list[float] = []
+    t0 = time.perf_counter()
+    joined_at = prompt_done = None
+    i = 0
+    try:
+        while i < frames:
+            now = time.perf_counter()
+            due = t0 + i * FRAME_MS / 1000
+            busy = False
+            if now >= due:
+                engine.step_batch([(s, pcm[i % 16]) for s in active])
+                lat.append((time.perf_counter() - due) * 1000)
+                i += 1
+                busy = True
+            # the worker's queue is first in, first out: a prompt job waiting runs next
+            if i >= join_at and prompt_done is None:
+                joined_at = joined_at or time.perf_counter()
+                if interleaved:
+                    if next(parts, "done") == "done":
+                        prompt_done = time.perf_counter()
+                else:
+                    for _ in parts:
+                        pass
+                    prompt_done = time.perf_counter()
+                busy = True
+            if not busy:
+                time.sleep(max(0.0, min(due - now, 0.005)))
+    finally:
+        for s in (*active, joiner):
+            engine._release(s)
+    assert joined_at is not None
+    end = prompt_done if prompt_done is not None else time.perf_counter()
+    return JoinResult(
+        talking=talking,
+        interleaved=interleaved,
+        frames=len(lat),
+        prompt_frames=joiner.prompt_frames,
+        prompt_s=round(end - joined_at, 3),
+        latency_ms_p50=round(_percentile(lat, 50), 1),
+        latency_ms_p99=round(_percentile(lat, 99), 1),
+        latency_ms_max=round(max(lat), 1),
+        late_per_1000=round(1000 * sum(x > FRAME_MS for x in lat) / len(lat), 1),
+    )
+
+
+def format_join(results: Sequence[JoinResult]) -> str:
+    lines = [
+        "one conversation joins N talking ones (latency = frame due -> step done)",
+        "talking  prompt run   prompt fr  prompt s  p50 ms  p99 ms  max ms  late/1000",
+    ]
+    for r in results:
+        mode = "in parts" if r.interleaved else "whole"
+        lines.append(
+            f"{r.talking:<8} {mode:<12} {r.prompt_frames:<10} {r.prompt_s:<9.2f} "
+            f"{r.latency_ms_p50:<7.1f} {r.latency_ms_p99:<7.1f} {r.latency_ms_max:<7.1f} "
+            f"{r.late_per_1000:.1f}"
+        )
+    return "\n".join(lines)
+
+
 def format_long(points: Sequence[LongPoint], mode: str, context: int) -> str:
     lines = [
         f"long conversation, context_mode={mode}, context {context} frames "
@@ -721,6 +831,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="instead: one conversation this many contexts long (e.g. 10), printing step "
         "time and memory from start to end (first config only)",
     )
+    parser.add_argument(
+        "--join",
+        action="store_true",
+        help="instead: for each --sessions count N, N conversations talk in real time "
+        "while one more joins; latency of their frames with the joiner's prompt run whole "
+        "and in parts (first config only)",
+    )
     parser.add_argument("--no-cuda-graphs", action="store_true")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument(
@@ -765,6 +882,31 @@ def run_engine_bench(argv: Sequence[str] | None = None) -> int:
         print(format_long(points, args.context_mode, engine.context))
         if args.json is not None:
             data = json.dumps([asdict(p) for p in points], indent=1)
+            if str(args.json) == "-":
+                print(data)
+            else:
+                args.json.write_text(data + "\n")
+        return 0
+    if args.join:
+        joins = []
+        for n in _counts(args.sessions):
+            engine = build_engine(
+                configs[0],
+                args.model_dir,
+                random_full=args.random_full,
+                device=args.device,
+                sessions=n + 1,
+                use_cuda_graphs=not args.no_cuda_graphs,
+                use_compile=not args.no_compile,
+                context_mode=args.context_mode,
+            )
+            engine.warmup()
+            for interleaved in (False, True):
+                joins.append(bench_join(engine, n, interleaved=interleaved))
+            del engine
+        print(format_join(joins))
+        if args.json is not None:
+            data = json.dumps([asdict(j) for j in joins], indent=1)
             if str(args.json) == "-":
                 print(data)
             else:

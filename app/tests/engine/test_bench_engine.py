@@ -122,3 +122,20 @@ def test_configs_that_cannot_fit_the_gpu_are_skipped_before_building() -> None:
     h100 = GpuSpec("NVIDIA H100 80GB HBM3", 80 * GIB, (9, 0))
     assert bench_engine.skip_reason("bf16", h100, 16) is None
     assert bench_engine.skip_reason("bf16", None, 64) is None  # CPU: nothing planned
+
+
+def test_join_bench_runs_the_prompt_whole_or_in_parts(make_engine: Any) -> None:
+    engine = make_engine(max_sessions=2)
+    for interleaved in (False, True):
+        r = bench_engine.bench_join(
+            engine,
+            1,
+            interleaved=interleaved,
+            frames=8,
+            join_at=2,
+            voice_frames=10,
+            text_tokens=70,
+        )
+        assert r.frames == 6 and r.prompt_frames == 10 + 12 + 70 and r.prompt_s > 0
+        assert 0 <= r.late_per_1000 <= 1000 and r.latency_ms_p50 <= r.latency_ms_max
+    assert "in parts" in bench_engine.format_join([r])

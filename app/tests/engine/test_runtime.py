@@ -196,3 +196,35 @@ def test_conversation_continues_past_the_context(
     assert kept == (mode == "pinned")
     if mode == "pinned":
         assert int(window.pin[s.slot]) == p and int(window.pin_shift[s.slot]) > 0
+
+
+def test_prompt_in_parts_interleaved_with_other_steps(
+    make_engine: Callable[..., Engine],
+) -> None:
+    """A joining conversation's prompt runs part by part between the steps of one already
+    talking: both get exactly what they get with the prompt run in one go."""
+    text = "You enjoy having a good conversation. " * 8  # a prompt of several chunks
+    ref_engine = make_engine(max_sessions=2)
+    ra = ref_engine.new_session("NATF0.pt", "", GREEDY)
+    ra.run_prompt()
+    rb = ref_engine.new_session("NATM1.pt", text, GREEDY)
+    rb.run_prompt()
+    ref_a = [_sig(ra.step(NOISE[i])) for i in range(12)]
+    ref_b = [_sig(rb.step(NOISE[i])) for i in range(3)]
+
+    engine = make_engine(max_sessions=2)
+    a = engine.new_session("NATF0.pt", "", GREEDY)
+    a.run_prompt()
+    b = engine.new_session("NATM1.pt", text, GREEDY)
+    got_a, parts, done = [], 0, False
+    while not done:
+        done = b.run_prompt_part()
+        parts += 1
+        got_a.append(_sig(a.step(NOISE[len(got_a)])))
+    assert parts >= 4 and b.prompted
+    while len(got_a) < 12:
+        got_a.append(_sig(a.step(NOISE[len(got_a)])))
+    got_b = [_sig(b.step(NOISE[i])) for i in range(3)]
+    assert got_a == ref_a and got_b == ref_b
+    with pytest.raises(RuntimeError, match="already"):
+        b.run_prompt_part()

@@ -90,6 +90,7 @@ class EngineSession:
         self.closed = False
         self.seed: int | None = None  # the seed in use (drawn at random when not given)
         self.pin_valid_until = 0  # first frame that needs the pinned prompt moved again
+        self._parts: Iterator[None] | None = None  # the prompt in progress, part by part
 
     @property
     def frames_left(self) -> int:
@@ -97,6 +98,11 @@ class EngineSession:
 
     def run_prompt(self) -> None:
         self._engine._run_prompt(self)
+
+    def run_prompt_part(self) -> bool:
+        """One part of the prompt (the server interleaves them with other sessions'
+        steps, so a joining conversation never stalls the others); True when done."""
+        return self._engine._prompt_part(self)
 
     def step(self, pcm: np.ndarray) -> StepOutput:
         out = self._engine._step(self, pcm)
@@ -408,9 +414,36 @@ class Engine:
             voice = self._load_voice(session.voice, session.slot)
             self._prompt_with(session, voice)
 
+    def _prompt_part(self, session: EngineSession) -> bool:
+        """The next part of ``session``'s prompt (loading the voice, one prefill chunk, the
+        last step); True once the prompt is done. Other sessions can step between parts."""
+        with self._lock:
+            self._check(session)
+            if session._parts is None:
+                if session.prompted:
+                    raise RuntimeError("the prompt has already run for this session")
+                voice = self._load_voice(session.voice, session.slot)
+                session._parts = self._prompt_parts(session, voice)
+                return False
+            try:
+                next(session._parts)
+            except StopIteration:
+                session._parts = None
+                return True
+            except BaseException:
+                session._parts = None
+                raise
+            return False
+
     def _prompt_with(self, session: EngineSession, voice: _Voice) -> None:
+        for _ in self._prompt_parts(session, voice):
+            pass
+
+    def _prompt_parts(self, session: EngineSession, voice: _Voice) -> Iterator[None]:
+        """The prompt as a generator: each ``next`` runs one part under the lock's holder.
+        Every part selects its slot again, as other slots may have stepped in between."""
+        slot = session.slot
         with self._ctx():
-            slot = session.slot
             self._select(session)
             for w in self._windows:
                 w.unpin_slot(slot)
@@ -440,11 +473,17 @@ class Engine:
                     f"the prompt takes {p} frames, at most {limit} fit the model's context "
                     f"({self.context} frames): use a shorter voice prompt or text prompt"
                 )
-            if self.prefill or voice.embeddings is not None:
-                self._prefill(slot, frames, voice)
-            else:
-                for s in range(p):
+        if self.prefill or voice.embeddings is not None:
+            yield from self._prefill_parts(session, frames, voice)
+        else:
+            for s in range(p):
+                with self._ctx():
+                    self._select(session)
                     self._forced_step(slot, frames, s)
+                if s % PREFILL_CHUNK == PREFILL_CHUNK - 1:
+                    yield
+        with self._ctx():
+            self._select(session)
             self._reset_mimi(slot)
             session.frames_used = p
             session.prompt_frames = p
@@ -488,8 +527,12 @@ class Engine:
             self._force_text.fill_(-1)
             self._force_audio.fill_(-1)
 
-    def _prefill(self, slot: int, frames: PromptFrames, voice: _Voice) -> None:
-        """Feed columns 0..P-2 through the temporal transformer, set the token cache, step P-1."""
+    def _prefill_parts(
+        self, session: EngineSession, frames: PromptFrames, voice: _Voice
+    ) -> Iterator[None]:
+        """Feed columns 0..P-2 through the temporal transformer (a part per chunk), set
+        the token cache, step P-1."""
+        slot = session.slot
         lm = self.lm
         p = len(frames)
         cols = fork_columns(frames, p + 1, lm.text_initial_token_id, lm.initial_token_id)
@@ -513,8 +556,9 @@ class Engine:
         # eager: chunk lengths vary with every prompt, compiling them would recompile
         from moshi.utils.compile import no_compile
 
-        with no_compile():
-            for start in range(0, n_in, PREFILL_CHUNK):
+        for start in range(0, n_in, PREFILL_CHUNK):
+            with self._ctx(), no_compile():
+                self._select(session)
                 end = min(n_in, start + PREFILL_CHUNK)
                 seq = torch.full((self.batch, lm.num_codebooks, end - start), -1, dtype=torch.long)
                 seq[slot] = cols[:, start:end]
@@ -526,6 +570,13 @@ class Engine:
                     upto = min(end, first_token_col)
                     sum_cond[slot, : upto - start] = cond[start:upto]
                 lm.forward_text(seq.to(self.device), sum_cond)
+            yield
+        with self._ctx():
+            self._select(session)
+            self._prefill_finish(slot, frames, cols)
+
+    def _prefill_finish(self, slot: int, frames: PromptFrames, cols: torch.Tensor) -> None:
+        p = len(frames)
         state = self.lm_gen._streaming_state
         assert state is not None
         ct = state.cache.shape[2]
