@@ -228,3 +228,14 @@ def test_prompt_in_parts_interleaved_with_other_steps(
     assert got_a == ref_a and got_b == ref_b
     with pytest.raises(RuntimeError, match="already"):
         b.run_prompt_part()
+
+
+def test_max_sessions_auto_measures_and_shrinks(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine(max_sessions="auto")  # CPU: starts at 8 slots, keeps what is fast
+    assert 1 <= engine.batch <= 8 and engine.info["capacity"] == engine.batch
+    assert "ms per step" in engine.info["capacity_reason"]
+    why = engine.fit_capacity(budget_ms=0.001)  # nothing is that fast: down to one slot
+    assert engine.batch == 1 and engine.info["capacity"] == 1 and "slot(s)" in why
+    s = engine.new_session("NATF0.pt", "", GREEDY)  # the resized engine works
+    s.run_prompt()
+    assert s.step(NOISE[0]).pcm is not None

@@ -33,7 +33,15 @@ import torch
 from . import constants as C
 from . import sampling
 from .loading import ModelFiles, load_lm, load_mimi, load_tokenizer, resolve_files
-from .planning import GIB, GpuSpec, ModelSpec, PlanError, PrecisionPlan, plan_precision
+from .planning import (
+    GIB,
+    GpuSpec,
+    ModelSpec,
+    PlanError,
+    PrecisionPlan,
+    plan_auto_sessions,
+    plan_precision,
+)
 from .prompt import PromptFrames, build_prompt, fork_columns, wrap_with_system_tags
 from .quant import module_bytes
 from .types import (
@@ -55,6 +63,9 @@ log = logging.getLogger(__name__)
 PREFILL_CHUNK = 64
 TINY_PARAMS = 50_000_000
 MAX_VOICE_SECONDS = 60.0
+# max_sessions auto: the step of all slots must leave 20 % of the frame for the server
+AUTO_STEP_BUDGET_MS = 64.0
+AUTO_CPU_START = 8  # CPU (tiny models): no memory plan; start here, shrink by step time
 # RoPE positions are float32: integers are exact up to 2**24 frames (about 372 hours)
 ENDLESS_FRAMES = 2**24
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -145,20 +156,12 @@ class Engine:
         self.device = device
         self.plan = plan
         self.info = info
-        self.batch = cfg.max_sessions
         self.prefill = True
         self.voices_dir = cfg.voices_dir or (cfg.model_dir / C.VOICES_DIR)
         self._lock = threading.RLock()
-        self._slots: list[EngineSession | None] = [None] * self.batch
         self._voice_cache: dict[tuple[str, int, int], _Voice] = {}
-        b = self.batch
-        self._force_text = torch.full((b,), -1, dtype=torch.long, device=device)
-        self._force_audio = torch.full((b, 8), -1, dtype=torch.long, device=device)
         self._forcing = False
         sampling.install()
-        self._sampler = sampling.SlotSampler(self.batch, device)
-        self._exec_mask: torch.Tensor | None = None
-        self._poisoned: set[int] = set()  # slots whose state saw non-finite values
         self.lm_gen = LMGen(
             lm,
             use_sampling=True,
@@ -168,13 +171,11 @@ class Engine:
         )
         if lm.context is None:
             raise EngineLoadError("the LM has no context length (config.json lacks 'context')")
-        with self._ctx():
-            self.lm_gen.streaming_forever(b)
-            # one Mimi streaming state for all slots: one encode and one decode per step
-            self.mimi.streaming_forever(b)
-            self._windows: list[WindowKVCache] = install_window(lm)
-            self._mimi_windows = install_masked(mimi)
-        self._mimi_slots: tuple[int, ...] | None = None
+        if cfg.max_sessions == "auto":
+            batch = plan.sessions if device.type == "cuda" else AUTO_CPU_START
+        else:
+            batch = int(cfg.max_sessions)
+        self._init_slots(batch)
         self.context = int(lm.context)
         self.context_mode: ContextMode = cfg.context_mode
         # pinned: the prompt keeps at most half the window, the conversation the rest
@@ -183,24 +184,96 @@ class Engine:
         self.info["max_frames"] = self.max_frames
         self.info["context_mode"] = cfg.context_mode
 
+    def _init_slots(self, b: int) -> None:
+        """Streaming state for ``b`` slots: one LM batch and one Mimi batch of ``b``."""
+        device = self.device
+        self.batch = b
+        self._slots: list[EngineSession | None] = [None] * b
+        self._force_text = torch.full((b,), -1, dtype=torch.long, device=device)
+        self._force_audio = torch.full((b, 8), -1, dtype=torch.long, device=device)
+        self._sampler = sampling.SlotSampler(b, device)
+        self._exec_mask: torch.Tensor | None = None
+        self._poisoned: set[int] = set()  # slots whose state saw non-finite values
+        with self._ctx():
+            self.lm_gen.streaming_forever(b)
+            # one Mimi streaming state for all slots: one encode and one decode per step
+            self.mimi.streaming_forever(b)
+            self._windows: list[WindowKVCache] = install_window(self.lm)
+            self._mimi_windows = install_masked(self.mimi)
+        self._mimi_slots: tuple[int, ...] | None = None
+        self.info["capacity"] = b
+
+    def resize(self, sessions: int) -> None:
+        """Rebuild the streaming state for ``sessions`` slots (all slots must be free)."""
+        with self._lock:
+            if any(s is not None for s in self._slots):
+                raise RuntimeError("resize needs every slot free")
+            self.lm_gen._stop_streaming()
+            self.lm._stop_streaming()  # LMGen streams its LM as a detached module
+            self.mimi._stop_streaming()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self._init_slots(sessions)
+
+    def fit_capacity(self, budget_ms: float = AUTO_STEP_BUDGET_MS, frames: int = 6) -> str:
+        """``max_sessions: auto``, second half: time full-batch steps (every slot talking)
+        and shrink the batch while the step is over ``budget_ms``. The step's cost grows
+        about linearly with the batch above a fixed part, so scaling the batch by
+        budget/time is conservative. Returns the reason, also in ``info``."""
+        from .types import SamplingParams as _Sp
+
+        reasons = []
+        while True:
+            with self._lock:
+                sessions = []
+                for slot in range(self.batch):
+                    s = EngineSession(self, slot, "", [], _Sp(seed=slot))
+                    self._slots[slot] = s
+                    voice = _Voice(torch.tensor([C.SILENCE_TOKENS] * 4), None, None, 4)
+                    self._prompt_with(s, voice)
+                    sessions.append(s)
+                zeros = np.zeros(self.frame_size, dtype=np.float32)
+                times = []
+                try:
+                    for _ in range(frames):
+                        t0 = time.perf_counter()
+                        self.step_batch([(s, zeros) for s in sessions])
+                        times.append((time.perf_counter() - t0) * 1000)
+                finally:
+                    for s in sessions:
+                        self._release(s)
+            step_ms = sorted(times)[len(times) // 2]
+            reasons.append(f"{self.batch} slot(s): {step_ms:.1f} ms per step")
+            if step_ms <= budget_ms or self.batch == 1:
+                break
+            self.resize(max(1, min(self.batch - 1, int(self.batch * budget_ms / step_ms))))
+        why = "; ".join(reasons) + f" (budget {budget_ms:.0f} ms of the 80 ms frame)"
+        self.info["capacity_reason"] = why
+        log.info("max_sessions auto: capacity %d (%s)", self.batch, why)
+        return why
+
     # ---------------------------------------------------------------- loading
     @classmethod
     def load(cls, cfg: EngineConfig) -> Engine:
         t0 = time.perf_counter()
-        if cfg.max_sessions < 1:
-            raise EngineLoadError("max_sessions must be at least 1")
+        auto = cfg.max_sessions == "auto"
+        if not auto and int(cfg.max_sessions) < 1:
+            raise EngineLoadError("max_sessions must be at least 1 (or auto)")
         device = resolve_device(cfg.device)
         files = resolve_files(Path(cfg.model_dir))
         spec = model_spec(files)
         gpu = gpu_spec(device) if device.type == "cuda" else None
         try:
-            plan = plan_precision(
-                gpu,
-                dtype=cfg.dtype,
-                quantize=cfg.quantize,
-                max_sessions=cfg.max_sessions,
-                spec=spec,
-            )
+            if auto:
+                plan = plan_auto_sessions(gpu, dtype=cfg.dtype, quantize=cfg.quantize, spec=spec)
+            else:
+                plan = plan_precision(
+                    gpu,
+                    dtype=cfg.dtype,
+                    quantize=cfg.quantize,
+                    max_sessions=int(cfg.max_sessions),
+                    spec=spec,
+                )
         except PlanError as exc:
             raise EngineLoadError(str(exc)) from None
         log.info(
@@ -209,7 +282,7 @@ class Engine:
             plan.quantize,
             plan.reason,
             plan.estimate_bytes / GIB,
-            cfg.max_sessions,
+            plan.sessions,
         )
         if plan.quantize != "none":
             _require_bitsandbytes(plan.quantize)
@@ -255,7 +328,7 @@ class Engine:
             },
             "dtype": plan.dtype,
             "quantize": plan.quantize,
-            "capacity": cfg.max_sessions,
+            "capacity": plan.sessions,
             "checkpoint_dep_q": loaded.checkpoint_dep_q,
             "dep_q": int(lm.dep_q),
             "weights_file": loaded.source.name,
@@ -272,6 +345,8 @@ class Engine:
         }
         info["memory"]["weights_actual_gib"] = round(module_bytes(lm) / GIB, 3)
         engine = cls(cfg, files, lm, mimi, tokenizer, device, plan, info)
+        if auto:
+            engine.fit_capacity()
         engine._record_memory("after_load")
         log.info(
             "engine loaded in %.1f s: %s on %s, %s+%s, dep_q %d->%d, memory %s",

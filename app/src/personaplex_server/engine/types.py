@@ -42,7 +42,7 @@ class EngineConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     dtype: DtypeName = "auto"
     quantize: QuantizeName = "auto"
-    max_sessions: int = 1
+    max_sessions: int | Literal["auto"] = 1  # auto: from memory, then measured step time
     use_cuda_graphs: bool = True
     use_compile: bool = True
     # Write a dep_q=8 copy of the LM weights next to the original (once) and load it next time.
