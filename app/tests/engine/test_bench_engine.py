@@ -131,7 +131,7 @@ def test_join_bench_runs_the_prompt_whole_or_in_parts(make_engine: Any) -> None:
             engine,
             1,
             interleaved=interleaved,
-            frames=8,
+            frames=6,
             join_at=2,
             voice_frames=10,
             text_tokens=70,
