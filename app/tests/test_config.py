@@ -165,3 +165,19 @@ def test_importing_the_server_does_no_work():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_max_sessions_auto_from_env_and_flag(monkeypatch) -> None:
+    import argparse
+
+    from personaplex_server.config import add_settings_arguments
+
+    monkeypatch.setenv("PERSONAPLEX_MAX_SESSIONS", "8")
+    assert Settings().max_sessions == 8
+    monkeypatch.setenv("PERSONAPLEX_MAX_SESSIONS", "auto")
+    assert Settings().max_sessions == "auto"
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser)
+    assert parser.parse_args(["--max-sessions", "auto"]).max_sessions == "auto"
+    with pytest.raises(ValueError, match="1-64 or auto"):
+        Settings(max_sessions=65)

@@ -62,7 +62,10 @@ def test_info_and_voices_from_real_engine(tiny_server: LiveServer) -> None:
     info = json.loads(body)
     assert status == 200 and info["ready"] is True
     assert info["engine"]["device"] == "cpu" and info["engine"]["dep_q"] == 8
-    assert info["max_frames"] == 3000 and info["frame_size"] == 1920
+    # no length limit (context_mode pinned); the model's window is still 3000 frames
+    assert info["max_frames"] == 2**24 and info["frame_size"] == 1920
+    assert info["engine"]["context_frames"] == 3000
+    assert info["engine"]["context_mode"] == "pinned"
     voices = json.loads(tiny_server.get("/api/voices")[1])["voices"]
     assert "NATF0.pt" in voices
 
@@ -166,6 +169,7 @@ def short_context_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
         use_compile=False,
         use_cuda_graphs=False,
         max_queued_frames=100,
+        context_mode="stop",  # the old behaviour, still offered
     )
     with LiveServer(create_app(settings), settings) as srv:
         srv.wait_ready(300)
@@ -210,6 +214,41 @@ def test_prompt_longer_than_context_is_refused(short_context_server) -> None:
             assert b"context" in m
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == protocol.CloseCode.POLICY_VIOLATION
+
+
+def test_conversation_continues_past_the_context(tmp_path: Path) -> None:
+    """The default (pinned window): 250 frames into a model whose context holds 140, the
+    conversation is still answering, and ends only when the client leaves."""
+    from personaplex_server import tiny
+
+    model = tiny.generate(tmp_path / "short", 1, context=140)
+    settings = Settings(
+        model_dir=model,
+        device="cpu",
+        dtype="float32",
+        quantize="none",
+        use_compile=False,
+        use_cuda_graphs=False,
+        max_queued_frames=100,
+    )
+    with LiveServer(create_app(settings), settings) as srv:
+        srv.wait_ready(300)
+        with connect(f"{srv.ws_base}/api/chat?voice_prompt=NATF0.pt", open_timeout=30) as ws:
+            assert ws.recv(timeout=120) == protocol.HANDSHAKE
+            pages = opus_frames(20.0)  # 250 frames, sent at twice real time
+            audio = 0
+            for page in pages:
+                ws.send(protocol.audio(page))
+                time.sleep(0.04)
+                with contextlib.suppress(TimeoutError):
+                    while True:
+                        m = ws.recv(timeout=0.001)
+                        assert m[0] != protocol.Kind.ERROR, m
+                        audio += m[0] == protocol.Kind.AUDIO
+            while audio < 200:  # replies keep coming well past the 140-frame context
+                m = ws.recv(timeout=60)
+                assert m[0] != protocol.Kind.ERROR, m
+                audio += m[0] == protocol.Kind.AUDIO
 
 
 def test_two_conversations_share_the_engine_in_batches(tiny_model_dir: Path) -> None:

@@ -71,6 +71,8 @@ async def _load_engine(state: AppState) -> None:
                 state.sampling_cls = SamplingParams
         engine_capacity = engine.info.get("capacity")
         limit = settings.max_sessions
+        if limit == "auto":  # the engine measured what it can hold
+            limit = engine_capacity if isinstance(engine_capacity, int) else 1
         if isinstance(engine_capacity, int) and 0 < engine_capacity < limit:
             log.warning(
                 "engine supports %d concurrent sessions, fewer than max_sessions=%d; using %d",
@@ -117,8 +119,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     previous_interval = sys.getswitchinterval()
     sys.setswitchinterval(state.settings.gil_switch_interval_ms / 1000)
     state.worker = EngineWorker()
-    state.capacity = Capacity(state.settings.max_sessions)
-    state.metrics.sessions_capacity.set(state.settings.max_sessions)
+    # auto: no conversation before the engine has measured its capacity (set at load)
+    initial = state.settings.max_sessions if state.settings.max_sessions != "auto" else 0
+    state.capacity = Capacity(initial)
+    state.metrics.sessions_capacity.set(initial)
     task = asyncio.create_task(_load_engine(state), name="load-engine")
     try:
         yield

@@ -92,7 +92,12 @@ class StepBatcher:
         else:
             outs, seconds = done.result()
             for (_, _, future), out in zip(batch, outs, strict=True):
-                if not future.done():
+                if future.done():
+                    continue
+                error = getattr(out, "error", None)  # this conversation's step failed alone
+                if isinstance(error, BaseException):
+                    future.set_exception(error)
+                else:
                     future.set_result((out, seconds))
         # Launch the next batch one loop iteration later: the conversations just answered
         # run first and, when their next frame is already queued, join this next batch.

@@ -74,6 +74,11 @@ class BenchResult:
     peak_gib: float | None
     allocated_gib: float | None
     error: str | None = None
+    # largest |activation| seen in each transformer layer (temporal, then depth), any
+    # module inside it; float16 overflows above 65504
+    act_max_per_layer: list[float] | None = None
+    # CPU time of the stepping thread per step: on a busy machine wall time is mostly waiting
+    cpu_ms_p50: float | None = None
 
     @classmethod
     def failed(cls, config: str, device: str, error: str) -> BenchResult:
@@ -101,6 +106,25 @@ class BenchResult:
             None,
             error=error[:500],
         )
+
+
+def skip_reason(config: str, gpu: Any, sessions: int, spec: Any = None) -> str | None:
+    """Why ``config`` cannot run ``sessions`` conversations on ``gpu`` (None: it can, or
+    no GPU): decided from the GPU's properties and the memory plan *before* building, so
+    a 16 GB T4 is never asked to hold bf16 weights it has neither room nor support for."""
+    from .engine.planning import PlanError, plan_precision
+
+    if gpu is None:
+        return None
+    dtype, quant = CONFIGS[config]
+    if dtype == "bfloat16" and not gpu.bf16_native:
+        sm = f"sm_{gpu.capability[0]}{gpu.capability[1]}"
+        return f"bf16 is not native on {gpu.name} ({sm}): use fp16+int8 or fp16+nf4"
+    try:
+        plan_precision(gpu, dtype=dtype, quantize=quant, max_sessions=sessions, spec=spec)
+    except PlanError as exc:
+        return f"does not fit: {exc}"
+    return None
 
 
 def _percentile(xs: list[float], q: float) -> float:
@@ -131,6 +155,7 @@ def build_random_full(
     use_compile: bool = True,
     lm_kwargs: dict[str, Any] | None = None,
     mimi_config: dict[str, Any] | None = None,
+    context_mode: str = "pinned",
 ) -> Any:
     """An Engine over the full architecture with random weights (nothing downloaded).
 
@@ -204,6 +229,7 @@ def build_random_full(
         max_sessions=max_sessions,
         use_cuda_graphs=use_cuda_graphs,
         use_compile=use_compile,
+        context_mode=context_mode,  # type: ignore[arg-type]
     )
     files = ModelFiles(
         Path("random"),
@@ -223,6 +249,54 @@ def build_random_full(
         "gpu": None if gpu is None else {"name": gpu.name},
     }
     return Engine(cfg, files, lm, mimi, _FakeTokenizer(), dev, plan, info)
+
+
+FP16_MAX = 65504.0
+
+
+def activation_peaks(engine: Any, frames: int = 10) -> list[float]:
+    """Largest |activation| of every transformer layer (temporal, then depth) over
+    ``frames`` steps of a fresh conversation (slot 0), eager (hooks do not run inside a
+    CUDA graph replay). Kept on the device until the end: no sync per module."""
+    import numpy as np
+    import torch
+    from moshi.utils.compile import no_cuda_graph
+
+    from .engine import SamplingParams
+    from .engine.runtime import EngineSession, _Voice
+
+    lm = engine.lm
+    layers = list(lm.transformer.layers)
+    if lm.depformer is not None:
+        layers += list(lm.depformer.layers)
+    peaks = torch.zeros(len(layers), device=engine.device)
+    handles = []
+
+    def hook_for(i: int) -> Any:
+        def hook(_m: Any, _inp: Any, out: Any) -> None:
+            if isinstance(out, torch.Tensor) and out.is_floating_point() and out.numel():
+                peaks[i] = torch.maximum(peaks[i], out.detach().abs().max().float())
+
+        return hook
+
+    for i, layer in enumerate(layers):
+        for m in layer.modules():
+            handles.append(m.register_forward_hook(hook_for(i)))
+    session = EngineSession(engine, 0, "bench", list(range(100, 110)), SamplingParams(seed=0))
+    engine._slots[0] = session
+    try:
+        with no_cuda_graph():
+            codes = torch.randint(0, 2048, (8, 8), generator=torch.Generator().manual_seed(1))
+            engine._prompt_with(session, _Voice(codes, None, None, 8))
+            rng = np.random.default_rng(1)
+            for _ in range(frames):
+                pcm = rng.uniform(-0.5, 0.5, engine.frame_size).astype(np.float32)
+                engine._step(session, pcm)
+    finally:
+        for h in handles:
+            h.remove()
+        engine._release(session)
+    return [round(float(x), 2) for x in peaks.cpu()]
 
 
 def bench_one(
@@ -263,10 +337,11 @@ def bench_one(
     rng = np.random.default_rng(0)
     pcm = rng.uniform(-0.2, 0.2, (frames + warmup_frames, engine.frame_size)).astype(np.float32)
     times: list[float] = []
+    cpu: list[float] = []
     for i in range(frames + warmup_frames):
         if active[0].frames_left <= 0:
             break
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         # ends with .cpu()/.item(): synchronous
         if sessions == 1:
             engine._step(active[0], pcm[i])
@@ -275,13 +350,17 @@ def bench_one(
         dt = (time.perf_counter() - t) * 1000
         if i >= warmup_frames:
             times.append(dt)
+            cpu.append((time.thread_time() - c) * 1000)
     session = active[0]
     for s in active:
         engine._release(s)
+    acts = activation_peaks(engine) if engine.plan.dtype == "float16" else None
     peak = alloc = None
     if dev.type == "cuda":
         peak = torch.cuda.max_memory_allocated(dev) / 1024**3
         alloc = torch.cuda.memory_allocated(dev) / 1024**3
+    elif (rss := _rss_mib()) is not None:  # CPU: the process's resident memory
+        alloc = rss / 1024
     mean = statistics.fmean(times)
     gpu = engine.info.get("gpu") or {}
     return BenchResult(
@@ -304,7 +383,283 @@ def bench_one(
         late_frames=sum(t > FRAME_MS for t in times),
         peak_gib=None if peak is None else round(peak, 2),
         allocated_gib=None if alloc is None else round(alloc, 2),
+        act_max_per_layer=acts,
+        cpu_ms_p50=round(_percentile(cpu, 50), 2),
     )
+
+
+@dataclass
+class LongPoint:
+    """Step time and memory over a stretch of a long conversation."""
+
+    frame: int  # frames since the prompt at the end of the stretch
+    contexts: float  # the same, in model contexts
+    step_ms_p50: float
+    step_ms_p99: float
+    cpu_ms_p50: float  # the engine thread's CPU time per step: robust on a busy machine
+    rss_mib: float | None  # the process's resident memory (CPU)
+    allocated_mib: float | None  # torch's allocated GPU memory
+    kv_mib: float  # the temporal transformer's KV cache, pinned prompts included
+
+
+def _rss_mib() -> float | None:
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    import os
+
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def bench_long(
+    engine: Any, contexts: float = 10.0, stretch: int = 200, voice_frames: int = 20
+) -> list[LongPoint]:
+    """One conversation for ``contexts`` times the model's context; a point per stretch
+    (first, then every tenth of the run, and the last). Flat = no length limit in cost."""
+    import numpy as np
+    import torch
+
+    from .engine import SamplingParams
+    from .engine.runtime import EngineSession, _Voice
+
+    dev = engine.device
+    text = list(range(100, 110 if engine.context >= 200 else 102))
+    # the prompt must fit the pinned half of a short (tiny model) context
+    voice_frames = max(2, min(voice_frames, engine.context // 2 - 2 * 6 - len(text)))
+    session = EngineSession(engine, 0, "bench", text, SamplingParams(seed=0))
+    engine._slots[0] = session
+    codes = torch.randint(0, 2048, (voice_frames, 8), generator=torch.Generator().manual_seed(0))
+    engine._prompt_with(session, _Voice(codes, None, None, voice_frames))
+    total = int(contexts * engine.context)
+    stretch = max(1, min(stretch, total // 10))
+    every = max(stretch, total // 10)
+    pcm = np.random.default_rng(0).uniform(-0.2, 0.2, (64, engine.frame_size))
+    pcm = pcm.astype(np.float32)
+    points: list[LongPoint] = []
+    times: list[float] = []
+    cpu: list[float] = []
+    try:
+        for i in range(total):
+            t, c = time.perf_counter(), time.thread_time()
+            engine._step(session, pcm[i % 64])  # ends with .cpu(): synchronous
+            times.append((time.perf_counter() - t) * 1000)
+            cpu.append((time.thread_time() - c) * 1000)
+            n = i + 1
+            if n % every == 0 or n in (total, stretch):
+                last = times[-stretch:]
+                kv = sum(w.cache.numel() * w.cache.element_size() for w in engine._windows)
+                kv += sum(
+                    k.numel() * k.element_size()
+                    for w in engine._windows
+                    for k in w.pinned_k
+                    if k is not None
+                )
+                alloc = torch.cuda.memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
+                points.append(
+                    LongPoint(
+                        frame=n,
+                        contexts=round(n / engine.context, 2),
+                        step_ms_p50=round(_percentile(last, 50), 2),
+                        step_ms_p99=round(_percentile(last, 99), 2),
+                        cpu_ms_p50=round(_percentile(cpu[-stretch:], 50), 2),
+                        rss_mib=None if (r := _rss_mib()) is None else round(r, 1),
+                        allocated_mib=None if alloc is None else round(alloc, 1),
+                        kv_mib=round(kv / 2**20, 3),
+                    )
+                )
+    finally:
+        engine._release(session)
+    return points
+
+
+@dataclass
+class JoinResult:
+    """N conversations talking in real time while one more joins (its prompt runs)."""
+
+    talking: int
+    interleaved: bool  # prompt run part by part between steps (the server's way)
+    frames: int  # frames of each talking conversation, in real time (80 ms apart)
+    prompt_frames: int
+    prompt_s: float  # wall time from the join to the joiner's first step
+    latency_ms_p50: float  # frame due -> its step done, talking conversations
+    latency_ms_p99: float
+    latency_ms_max: float
+    late_per_1000: float  # frames answered more than 80 ms after they were due
+
+
+def bench_join(
+    engine: Any,
+    talking: int,
+    *,
+    interleaved: bool = True,
+    frames: int = 60,
+    join_at: int = 10,
+    voice_frames: int = 125,
+    text_tokens: int = 100,
+) -> JoinResult:
+    """Real-time simulation of the engine thread: a frame of the ``talking`` conversations
+    is due every 80 ms; when no frame is due, the joiner's prompt runs (one part at a
+    time, or whole). The latency of each talking frame is measured from when it was due.
+    The engine needs ``talking + 1`` slots."""
+    import numpy as np
+    import torch
+
+    from .engine import SamplingParams
+    from .engine.runtime import EngineSession, _Voice
+
+    g = torch.Generator().manual_seed(0)
+    active = []
+    for slot in range(talking):
+        s = EngineSession(engine, slot, "bench", [100, 101], SamplingParams(seed=slot))
+        engine._slots[slot] = s
+        engine._prompt_with(s, _Voice(torch.randint(0, 2048, (4, 8), generator=g), None, None, 4))
+        active.append(s)
+    joiner = EngineSession(
+        engine, talking, "bench", list(range(100, 100 + text_tokens)), SamplingParams(seed=99)
+    )
+    engine._slots[talking] = joiner
+    codes = torch.randint(0, 2048, (voice_frames, 8), generator=g)
+    parts = engine._prompt_parts(joiner, _Voice(codes, None, None, voice_frames))
+    pcm = np.random.default_rng(0).uniform(-0.2, 0.2, (16, engine.frame_size))
+    pcm = pcm.astype(np.float32)
+    lat: list[float] = []
+    t0 = time.perf_counter()
+    joined_at = prompt_done = None
+    i = 0
+    try:
+        while i < frames:
+            now = time.perf_counter()
+            due = t0 + i * FRAME_MS / 1000
+            busy = False
+            if now >= due:
+                engine.step_batch([(s, pcm[i % 16]) for s in active])
+                lat.append((time.perf_counter() - due) * 1000)
+                i += 1
+                busy = True
+            # the worker's queue is first in, first out: a prompt job waiting runs next
+            if i >= join_at and prompt_done is None:
+                joined_at = joined_at or time.perf_counter()
+                if interleaved:
+                    if next(parts, "done") == "done":
+                        prompt_done = time.perf_counter()
+                else:
+                    for _ in parts:
+                        pass
+                    prompt_done = time.perf_counter()
+                busy = True
+            if not busy:
+                time.sleep(max(0.0, min(due - now, 0.005)))
+    finally:
+        for s in (*active, joiner):
+            engine._release(s)
+    assert joined_at is not None
+    end = prompt_done if prompt_done is not None else time.perf_counter()
+    return JoinResult(
+        talking=talking,
+        interleaved=interleaved,
+        frames=len(lat),
+        prompt_frames=joiner.prompt_frames,
+        prompt_s=round(end - joined_at, 3),
+        latency_ms_p50=round(_percentile(lat, 50), 1),
+        latency_ms_p99=round(_percentile(lat, 99), 1),
+        latency_ms_max=round(max(lat), 1),
+        late_per_1000=round(1000 * sum(x > FRAME_MS for x in lat) / len(lat), 1),
+    )
+
+
+def format_join(results: Sequence[JoinResult]) -> str:
+    lines = [
+        "one conversation joins N talking ones (latency = frame due -> step done)",
+        "talking  prompt run   prompt fr  prompt s  p50 ms  p99 ms  max ms  late/1000",
+    ]
+    for r in results:
+        mode = "in parts" if r.interleaved else "whole"
+        lines.append(
+            f"{r.talking:<8} {mode:<12} {r.prompt_frames:<10} {r.prompt_s:<9.2f} "
+            f"{r.latency_ms_p50:<7.1f} {r.latency_ms_p99:<7.1f} {r.latency_ms_max:<7.1f} "
+            f"{r.late_per_1000:.1f}"
+        )
+    return "\n".join(lines)
+
+
+def format_long(points: Sequence[LongPoint], mode: str, context: int) -> str:
+    lines = [
+        f"long conversation, context_mode={mode}, context {context} frames "
+        "(step time over the last stretch of frames)",
+        "frame     contexts  p50 ms  p99 ms  CPU ms  RSS MiB  GPU alloc MiB  KV MiB",
+    ]
+    for p in points:
+        rss = "-" if p.rss_mib is None else f"{p.rss_mib:.0f}"
+        gpu = "-" if p.allocated_mib is None else f"{p.allocated_mib:.0f}"
+        lines.append(
+            f"{p.frame:<9} {p.contexts:<9} {p.step_ms_p50:<7.2f} {p.step_ms_p99:<7.2f} "
+            f"{p.cpu_ms_p50:<7.2f} {rss:<8} {gpu:<14} {p.kv_mib:.3f}"
+        )
+    return "\n".join(lines)
+
+
+def build_engine(
+    config: str,
+    model_dir: Path | None = None,
+    *,
+    random_full: bool = False,
+    device: str = "auto",
+    sessions: int = 1,
+    use_cuda_graphs: bool = True,
+    use_compile: bool = True,
+    context_mode: str = "pinned",
+) -> Any:
+    from .engine import Engine, EngineConfig
+
+    if config not in CONFIGS:
+        raise ValueError(f"unknown config {config!r}; choose from {', '.join(CONFIGS)}")
+    dtype, quant = CONFIGS[config]
+    if random_full:
+        return build_random_full(
+            config,
+            device,
+            max_sessions=sessions,
+            use_cuda_graphs=use_cuda_graphs,
+            use_compile=use_compile,
+            context_mode=context_mode,
+        )
+    if model_dir is None:
+        raise ValueError("give a model folder or random_full=True")
+    return Engine.load(
+        EngineConfig(
+            model_dir=model_dir,
+            device=device,
+            dtype=dtype,  # type: ignore[arg-type]
+            quantize=quant,  # type: ignore[arg-type]
+            max_sessions=sessions,
+            use_cuda_graphs=use_cuda_graphs,
+            use_compile=use_compile,
+            context_mode=context_mode,  # type: ignore[arg-type]
+        )
+    )
+
+
+def _detected_gpu(device: str) -> Any:
+    import torch
+
+    from .engine.runtime import gpu_spec, resolve_device
+
+    if not torch.cuda.is_available():
+        return None
+    dev = resolve_device(device)
+    return gpu_spec(dev) if dev.type == "cuda" else None
+
+
+def _bench_spec(model_dir: Path | None, random_full: bool) -> Any:
+    from .engine.loading import resolve_files
+    from .engine.planning import ModelSpec
+    from .engine.runtime import model_spec
+
+    if random_full or model_dir is None:
+        return ModelSpec.personaplex()
+    return model_spec(resolve_files(model_dir))
 
 
 def bench(
@@ -317,53 +672,52 @@ def bench(
     device: str = "auto",
     use_cuda_graphs: bool = True,
     use_compile: bool = True,
-    sessions: int = 1,
+    sessions: int | Sequence[int] = 1,
+    context_mode: str = "pinned",
 ) -> list[BenchResult]:
-    """Run each config in turn (freeing the previous model first); errors are recorded."""
+    """Run each config, and each number of sessions (an engine with that many slots, all
+    talking), in turn, freeing the previous model first; errors are recorded. Configs
+    that cannot fit the detected GPU are skipped before anything is built."""
     import torch
-
-    from .engine import Engine, EngineConfig
 
     if not random_full and model_dir is None:
         raise ValueError("give a model folder or random_full=True")
+    counts = [sessions] if isinstance(sessions, int) else list(sessions)
+    gpu = _detected_gpu(device)
+    spec = _bench_spec(model_dir, random_full)
     results: list[BenchResult] = []
-    for config in configs:
+    for config, n in ((c, n) for c in configs for n in counts):
         if config not in CONFIGS:
             raise ValueError(f"unknown config {config!r}; choose from {', '.join(CONFIGS)}")
-        dtype, quant = CONFIGS[config]
+        why = skip_reason(config, gpu, n, spec)
+        if why is not None:
+            log.warning("config %s with %d session(s) skipped: %s", config, n, why)
+            skipped = BenchResult.failed(config, device, "skipped: " + why)
+            skipped.sessions = n
+            results.append(skipped)
+            continue
         engine = None
         try:
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
             t0 = time.perf_counter()
-            if random_full:
-                engine = build_random_full(
-                    config,
-                    device,
-                    max_sessions=sessions,
-                    use_cuda_graphs=use_cuda_graphs,
-                    use_compile=use_compile,
-                )
-            else:
-                assert model_dir is not None
-                engine = Engine.load(
-                    EngineConfig(
-                        model_dir=model_dir,
-                        device=device,
-                        dtype=dtype,  # type: ignore[arg-type]
-                        quantize=quant,  # type: ignore[arg-type]
-                        max_sessions=sessions,
-                        use_cuda_graphs=use_cuda_graphs,
-                        use_compile=use_compile,
-                    )
-                )
-            load_s = time.perf_counter() - t0
-            results.append(
-                bench_one(engine, config, frames, warmup_frames, load_s, sessions=sessions)
+            engine = build_engine(
+                config,
+                model_dir,
+                random_full=random_full,
+                device=device,
+                sessions=n,
+                use_cuda_graphs=use_cuda_graphs,
+                use_compile=use_compile,
+                context_mode=context_mode,
             )
+            load_s = time.perf_counter() - t0
+            results.append(bench_one(engine, config, frames, warmup_frames, load_s, sessions=n))
         except Exception as exc:  # one config failing must not hide the others
             log.exception("config %s failed", config)
-            results.append(BenchResult.failed(config, device, f"{type(exc).__name__}: {exc}"))
+            failed = BenchResult.failed(config, device, f"{type(exc).__name__}: {exc}")
+            failed.sessions = n
+            results.append(failed)
         finally:
             del engine
             gc.collect()
@@ -372,46 +726,78 @@ def bench(
     return results
 
 
+def _act_summary(acts: list[float] | None) -> str:
+    """The largest per-layer activation and how far float16's range is from it."""
+    if not acts:
+        return "-"
+    i = max(range(len(acts)), key=acts.__getitem__)
+    return f"{acts[i]:.0f} (L{i}, {FP16_MAX / max(acts[i], 1e-9):.0f}x below fp16 max)"
+
+
 def format_table(results: Sequence[BenchResult]) -> str:
+    """One table per config: a row per number of concurrent conversations."""
+    tables = []
+    for config in dict.fromkeys(r.config for r in results):
+        rows_of = [r for r in results if r.config == config]
+        first = next((r for r in rows_of if not r.error), rows_of[0])
+        title = (
+            f"{config} on {first.gpu or first.device} ({first.dtype}+{first.quantize}); "
+            "ms per step of all conversations, late = steps over 80 ms per 1000"
+        )
+        tables.append(title + "\n" + _config_table(rows_of))
+    return "\n\n".join(tables)
+
+
+def _config_table(results: Sequence[BenchResult]) -> str:
     head = (
-        "config",
-        "device",
-        "streams",
+        "sessions",
         "frames",
         "p50 ms",
         "p95 ms",
         "p99 ms",
         "max ms",
+        "CPU ms",
         "RTF",
-        "late",
-        "peak GiB",
+        "late/1000",
+        "memory GiB",
         "prompt s",
         "load s",
+        "max |act| (layer)",
     )
     rows: list[tuple[str, ...]] = [head]
+    errors: dict[int, str] = {}  # row index -> message, printed across the columns
     for r in results:
         if r.error:
-            rows.append((r.config, r.device, str(r.sessions), "error: " + r.error[:60], *[""] * 9))
+            errors[len(rows)] = f"{r.sessions:<8}  {r.error[:160]}"
+            rows.append(("",) * len(head))
             continue
+        mem = (
+            f"{r.peak_gib:.2f} peak"
+            if r.peak_gib is not None
+            else ("-" if r.allocated_gib is None else f"{r.allocated_gib:.2f} RSS")
+        )
         rows.append(
             (
-                r.config,
-                r.gpu or r.device,
                 str(r.sessions),
                 str(r.frames),
                 f"{r.step_ms_p50:.1f}",
                 f"{r.step_ms_p95:.1f}",
                 f"{r.step_ms_p99:.1f}",
                 f"{r.step_ms_max:.1f}",
+                "-" if r.cpu_ms_p50 is None else f"{r.cpu_ms_p50:.1f}",
                 f"{r.rtf:.3f}",
-                str(r.late_frames),
-                "-" if r.peak_gib is None else f"{r.peak_gib:.2f}",
+                f"{1000 * r.late_frames / max(1, r.frames):.1f}",
+                mem,
                 f"{r.prompt_s:.2f} ({r.prompt_frames} fr)",
                 f"{r.load_s:.1f}",
+                _act_summary(r.act_max_per_layer),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    lines = [
+        errors.get(n) or "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for n, row in enumerate(rows)
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -434,9 +820,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--sessions",
-        type=int,
-        default=1,
-        help="concurrent conversations stepped together (Engine.step_batch)",
+        default="1",
+        help="concurrent conversations stepped together (Engine.step_batch), a number or a "
+        "comma-separated list (e.g. 1,2,4,8,16,32): one engine with that many slots each",
+    )
+    parser.add_argument(
+        "--context-mode",
+        choices=("pinned", "sliding", "stop"),
+        default="pinned",
+        help="what the engine does past the model's context (see engine/window.py)",
+    )
+    parser.add_argument(
+        "--long",
+        type=float,
+        metavar="CONTEXTS",
+        default=0.0,
+        help="instead: one conversation this many contexts long (e.g. 10), printing step "
+        "time and memory from start to end (first config only)",
+    )
+    parser.add_argument(
+        "--join",
+        action="store_true",
+        help="instead: for each --sessions count N, N conversations talk in real time "
+        "while one more joins; latency of their frames with the joiner's prompt run whole "
+        "and in parts (first config only)",
     )
     parser.add_argument("--no-cuda-graphs", action="store_true")
     parser.add_argument("--no-compile", action="store_true")
@@ -449,6 +856,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"--sessions: expected numbers like 1,2,4, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise SystemExit("--sessions: every count must be at least 1")
+    return counts
+
+
 def run_engine_bench(argv: Sequence[str] | None = None) -> int:
     """Command-line entry: parse ``argv``, run, print the table (and JSON). Exit status."""
     parser = argparse.ArgumentParser(
@@ -457,16 +874,62 @@ def run_engine_bench(argv: Sequence[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(list(argv) if argv is not None else None)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    if args.long > 0:
+        engine = build_engine(
+            configs[0],
+            args.model_dir,
+            random_full=args.random_full,
+            device=args.device,
+            use_cuda_graphs=not args.no_cuda_graphs,
+            use_compile=not args.no_compile,
+            context_mode=args.context_mode,
+        )
+        points = bench_long(engine, args.long)
+        print(format_long(points, args.context_mode, engine.context))
+        if args.json is not None:
+            data = json.dumps([asdict(p) for p in points], indent=1)
+            if str(args.json) == "-":
+                print(data)
+            else:
+                args.json.write_text(data + "\n")
+        return 0
+    if args.join:
+        joins = []
+        for n in _counts(args.sessions):
+            engine = build_engine(
+                configs[0],
+                args.model_dir,
+                random_full=args.random_full,
+                device=args.device,
+                sessions=n + 1,
+                use_cuda_graphs=not args.no_cuda_graphs,
+                use_compile=not args.no_compile,
+                context_mode=args.context_mode,
+            )
+            engine.warmup()
+            for interleaved in (False, True):
+                joins.append(bench_join(engine, n, interleaved=interleaved))
+            del engine
+        print(format_join(joins))
+        if args.json is not None:
+            data = json.dumps([asdict(j) for j in joins], indent=1)
+            if str(args.json) == "-":
+                print(data)
+            else:
+                args.json.write_text(data + "\n")
+        return 0
     results = bench(
         args.model_dir,
         random_full=args.random_full,
-        configs=[c.strip() for c in args.configs.split(",") if c.strip()],
+        configs=configs,
         frames=args.frames,
         warmup_frames=args.warmup_frames,
         device=args.device,
         use_cuda_graphs=not args.no_cuda_graphs,
         use_compile=not args.no_compile,
-        sessions=args.sessions,
+        sessions=_counts(args.sessions),
+        context_mode=args.context_mode,
     )
     print(format_table(results))
     if args.json is not None:

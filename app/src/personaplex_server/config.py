@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     sliced_weights: bool = Field(
         False, description="Write/load a dep_q=8 copy of the LM weights (saves about 1.4 GB)."
     )
+    context_mode: Literal["pinned", "sliding", "stop"] = Field(
+        "pinned",
+        description="Past the model's 3000-frame context: pinned keeps the persona prompt in "
+        "view with a sliding window of the rest (no length limit), sliding is upstream "
+        "moshi's ring (the prompt leaves the window), stop ends the conversation.",
+    )
     use_cuda_graphs: bool = Field(True, description="Capture CUDA graphs where they help.")
     use_compile: bool = Field(True, description="Use torch.compile where it helps.")
     warmup: bool = Field(True, description="Run a few model steps before reporting ready.")
@@ -81,7 +87,11 @@ class Settings(BaseSettings):
     )
 
     # --- sessions --------------------------------------------------------------------
-    max_sessions: int = Field(1, ge=1, le=64, description="Concurrent conversations.")
+    max_sessions: int | Literal["auto"] = Field(
+        1,
+        description="Concurrent conversations, 1-64, or auto: as many as the GPU memory "
+        "holds, fewer if the measured step of all of them is over 64 ms.",
+    )
     max_queued_frames: int = Field(
         4,
         ge=1,
@@ -122,6 +132,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        if isinstance(self.max_sessions, int) and not 1 <= self.max_sessions <= 64:
+            raise ValueError(f"max_sessions must be 1-64 or auto, got {self.max_sessions}")
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("ssl_certfile and ssl_keyfile must be given together")
         if self.access_token is None and self.access_token_file is not None:
@@ -169,6 +181,10 @@ def _unwrap_optional(annotation: Any) -> Any:
     return annotation
 
 
+def _has_literal(annotation: Any) -> bool:
+    return any(typing.get_origin(a) is Literal for a in typing.get_args(annotation))
+
+
 def _cli_enabled(info: FieldInfo) -> bool:
     extra = info.json_schema_extra
     return not (isinstance(extra, dict) and extra.get("cli") is False)
@@ -192,6 +208,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
             kwargs["choices"] = list(typing.get_args(annotation))
         elif annotation in (int, float, str, Path):
             kwargs["type"] = annotation
+        elif set(typing.get_args(annotation)) >= {int} and _has_literal(annotation):
+            kwargs["type"] = str  # a number or a keyword such as "auto": pydantic decides
         else:  # pragma: no cover - guards against adding an unsupported field type
             raise TypeError(f"no CLI mapping for setting {name}: {annotation!r}")
         group.add_argument(_flag(name), **kwargs)

@@ -80,6 +80,13 @@ class ContextExhausted(SessionError):
     reason = "context_end"
 
 
+class ModelFailure(SessionError):
+    """The model produced non-finite values for this conversation (its state is lost)."""
+
+    close_code = CloseCode.INTERNAL_ERROR
+    reason = "model_failure"
+
+
 class ClientDisconnected(Exception):
     """The client went away; nothing is sent back."""
 

@@ -121,6 +121,11 @@ class Metrics:
             "CPU time of Opus decode (client audio) and encode (replies) on the event loop",
             registry=r,
         )
+        self.nonfinite_steps = Counter(
+            "personaplex_nonfinite_steps",
+            "Model steps that produced NaN/infinite values (the conversation was ended)",
+            registry=r,
+        )
         r.register(_GpuMemoryCollector())
         self._rtf: float | None = None
 

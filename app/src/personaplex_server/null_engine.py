@@ -19,10 +19,15 @@ FRAME_SIZE = 1920
 SAMPLE_RATE = 24000
 
 
+class NonFiniteStep(RuntimeError):
+    """Same name as the real engine's error: the server maps engine errors by name."""
+
+
 @dataclass
 class NullStepOutput:
     pcm: np.ndarray | None
     text: str | None
+    error: NonFiniteStep | None = None
 
 
 @dataclass
@@ -34,6 +39,9 @@ class NullEngineConfig:
     text_every: int = 5
     max_sessions: int = 64  # reported as "capacity"; the server takes the smaller limit
     batched: bool = False  # offer step_batch (like the real engine) and record batch sizes
+    # sessions with this voice fail at frame nonfinite_frame as a float16 overflow would
+    nonfinite_voice: str | None = None
+    nonfinite_frame: int = 5
 
 
 @dataclass
@@ -65,6 +73,12 @@ class NullSession:
             time.sleep(self._engine.cfg.prompt_seconds)
 
     def step(self, pcm: np.ndarray) -> NullStepOutput:
+        out = self._step(pcm)
+        if out.error is not None:
+            raise out.error
+        return out
+
+    def _step(self, pcm: np.ndarray) -> NullStepOutput:
         self._engine.record_thread()
         if self.closed:
             raise RuntimeError("step() on a closed session")
@@ -74,6 +88,9 @@ class NullSession:
             time.sleep(self._engine.cfg.step_seconds)
         self.frames_used += 1
         self._engine.stats.steps += 1
+        cfg = self._engine.cfg
+        if self.voice == cfg.nonfinite_voice and self.frames_used >= cfg.nonfinite_frame:
+            return NullStepOutput(None, None, NonFiniteStep("non-finite logits"))
         out = None if self._prev is None else self._prev
         self._prev = pcm * np.float32(0.5)
         every = self._engine.cfg.text_every
@@ -118,7 +135,7 @@ class NullEngine:
         if len({id(s) for s, _ in items}) != len(items):
             raise ValueError("a session appears twice in one batch")
         self.stats.batches.append(len(items))
-        return [session.step(pcm) for session, pcm in items]
+        return [session._step(pcm) for session, pcm in items]
 
     def voices(self) -> list[str]:
         return list(self.cfg.voices)

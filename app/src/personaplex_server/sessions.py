@@ -41,6 +41,7 @@ from .errors import (
     IdleTimeout,
     MalformedAudio,
     MessageTooBig,
+    ModelFailure,
     ServerBusy,
     ServerShutdown,
     SessionError,
@@ -324,9 +325,7 @@ class ChatSession:
             raise _engine_error(exc) from None
         t0 = time.perf_counter()
         try:
-            await asyncio.wait_for(
-                self.worker.call(session.run_prompt), self.limits.prompt_timeout_s
-            )
+            await asyncio.wait_for(self._run_prompt(session), self.limits.prompt_timeout_s)
         except TimeoutError:
             raise SessionError("the prompt phase took too long; try again later") from None
         except Exception as exc:  # e.g. a prompt longer than the model's context
@@ -346,6 +345,8 @@ class ChatSession:
             try:
                 out, _seconds = await self.batcher.step(session, frame)
             except Exception as exc:
+                if type(exc).__name__ == "NonFiniteStep":
+                    self.metrics.nonfinite_steps.inc()
                 raise _engine_error(exc, starting=False) from exc
             self.stats.frames_stepped += 1
             if out.pcm is not None:
@@ -358,6 +359,17 @@ class ChatSession:
             if out.text:
                 self._post(protocol.text(out.text))
                 self.stats.text_out += 1
+
+    async def _run_prompt(self, session: EngineSessionLike) -> None:
+        """The prompt phase. An engine that offers ``run_prompt_part`` gets one worker job
+        per part, so the steps of the conversations already talking (queued as jobs too)
+        run between the parts instead of waiting for the whole prompt."""
+        part = getattr(session, "run_prompt_part", None)
+        if part is None:
+            await self.worker.call(session.run_prompt)
+            return
+        while not await self.worker.call(part):
+            pass
 
     async def _watchdog_loop(self) -> None:
         """Ends the conversation when a started client sends nothing for idle_timeout_s."""
@@ -399,6 +411,11 @@ def _engine_error(exc: Exception, starting: bool = True) -> Exception:
     name = type(exc).__name__
     if name == "NoFreeSlot":
         return ServerBusy("server busy: no free model slot; try again later")
+    if name == "NonFiniteStep":
+        return ModelFailure(
+            "the model produced invalid values (a numeric overflow) and this conversation "
+            "cannot continue; start a new one"
+        )
     if name == "ContextExhausted":
         return ContextExhausted(
             "the conversation reached the end of the model's context; start a new conversation"

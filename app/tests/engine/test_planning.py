@@ -87,3 +87,27 @@ def test_personaplex_spec_matches_the_model() -> None:
         model_name="x",
     )
     assert model_spec(files) == ModelSpec.personaplex()
+
+
+def test_auto_sessions_fill_the_memory() -> None:
+    from personaplex_server.engine.planning import (
+        GIB,
+        GpuSpec,
+        ModelSpec,
+        budget_bytes,
+        estimate,
+        plan_auto_sessions,
+    )
+
+    spec = ModelSpec.personaplex()
+    for gpu, want_dtype in (
+        (GpuSpec("NVIDIA L4", int(22.5 * GIB), (8, 9)), "bfloat16"),
+        (GpuSpec("NVIDIA A100-SXM4-40GB", int(39.4 * GIB), (8, 0)), "bfloat16"),
+        (GpuSpec("Tesla T4", int(14.7 * GIB), (7, 5)), "float16"),
+    ):
+        plan = plan_auto_sessions(gpu, spec=spec)
+        n = plan.sessions
+        assert plan.dtype == want_dtype and n >= 1
+        assert estimate(spec, plan.dtype, plan.quantize, n)[2] <= budget_bytes(gpu)
+        assert estimate(spec, plan.dtype, plan.quantize, n + 1)[2] > budget_bytes(gpu)
+        assert "auto" in plan.reason

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from engine_helpers import GREEDY
 
 from personaplex_server import tiny
@@ -36,7 +37,7 @@ def _sig(o: StepOutput) -> tuple[str | None, bytes]:
 
 
 def test_interface(make_engine: Callable[..., Engine]) -> None:
-    engine = make_engine()
+    engine = make_engine(context_mode="stop")
     assert engine.frame_size == 1920 and engine.sample_rate == 24000
     assert engine.max_frames == 3000
     info = engine.info
@@ -141,7 +142,7 @@ def test_step_batch_equals_stepping_alone(make_engine: Callable[..., Engine]) ->
 
 def test_context_exhaustion_is_defined(tmp_path: Path, make_engine: Callable[..., Engine]) -> None:
     model = tiny.generate(tmp_path / "short", seed=1, context=40)
-    engine = make_engine(model)
+    engine = make_engine(model, context_mode="stop")
     assert engine.max_frames == 40
     s = engine.new_session("NATF0.pt", "", SamplingParams(seed=0))
     s.run_prompt()
@@ -167,3 +168,74 @@ def test_bad_sampling_refused(make_engine: Callable[..., Engine]) -> None:
         engine.new_session("NATF0.pt", "", SamplingParams(temp=0.0))
     with pytest.raises(ValueError):
         engine.new_session("NATF0.pt", "", SamplingParams(top_k=0))
+
+
+@pytest.mark.parametrize("mode", ["sliding", "pinned"])
+def test_conversation_continues_past_the_context(
+    tmp_path: Path, make_engine: Callable[..., Engine], mode: str
+) -> None:
+    """Three contexts' worth of frames, two slots (the other one prompting in between):
+    no error, finite audio, the KV cache never grows; pinned keeps the prompt's values."""
+    model = tiny.generate(tmp_path / "short", seed=1, context=48)
+    engine = make_engine(model, max_sessions=2, context_mode=mode)
+    s = engine.new_session("NATF0.pt", "", GREEDY)
+    s.run_prompt()
+    p = s.prompt_frames
+    window = engine._windows[0]
+    storage = [(w.cache.data_ptr(), tuple(w.cache.shape)) for w in engine._windows]
+    prompt_values = window.cache[1, s.slot, :, :p].clone()
+    other = engine.new_session("NATF0.pt", "", GREEDY)
+    for n in range(3 * 48):
+        if n == 70:  # the other slot's prefill (T > 1) after this slot's ring wrapped
+            other.run_prompt()
+        out = s.step(NOISE[n % 16])
+        assert out.pcm is not None and np.isfinite(out.pcm).all()
+    assert s.frames_used == p + 3 * 48 and s.frames_left > 0
+    assert [(w.cache.data_ptr(), tuple(w.cache.shape)) for w in engine._windows] == storage
+    kept = torch.equal(window.cache[1, s.slot, :, :p], prompt_values)
+    assert kept == (mode == "pinned")
+    if mode == "pinned":
+        assert int(window.pin[s.slot]) == p and int(window.pin_shift[s.slot]) > 0
+
+
+def test_prompt_in_parts_interleaved_with_other_steps(
+    make_engine: Callable[..., Engine],
+) -> None:
+    """A joining conversation's prompt runs part by part between the steps of one already
+    talking: both get exactly what they get with the prompt run in one go."""
+    text = "You enjoy having a good conversation. " * 8  # a prompt of several chunks
+    ref_engine = make_engine(max_sessions=2)
+    ra = ref_engine.new_session("NATF0.pt", "", GREEDY)
+    ra.run_prompt()
+    rb = ref_engine.new_session("NATM1.pt", text, GREEDY)
+    rb.run_prompt()
+    ref_a = [_sig(ra.step(NOISE[i])) for i in range(12)]
+    ref_b = [_sig(rb.step(NOISE[i])) for i in range(3)]
+
+    engine = make_engine(max_sessions=2)
+    a = engine.new_session("NATF0.pt", "", GREEDY)
+    a.run_prompt()
+    b = engine.new_session("NATM1.pt", text, GREEDY)
+    got_a, parts, done = [], 0, False
+    while not done:
+        done = b.run_prompt_part()
+        parts += 1
+        got_a.append(_sig(a.step(NOISE[len(got_a)])))
+    assert parts >= 4 and b.prompted
+    while len(got_a) < 12:
+        got_a.append(_sig(a.step(NOISE[len(got_a)])))
+    got_b = [_sig(b.step(NOISE[i])) for i in range(3)]
+    assert got_a == ref_a and got_b == ref_b
+    with pytest.raises(RuntimeError, match="already"):
+        b.run_prompt_part()
+
+
+def test_max_sessions_auto_measures_and_shrinks(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine(max_sessions="auto")  # CPU: starts at 8 slots, keeps what is fast
+    assert 1 <= engine.batch <= 8 and engine.info["capacity"] == engine.batch
+    assert "ms per step" in engine.info["capacity_reason"]
+    why = engine.fit_capacity(budget_ms=0.001)  # nothing is that fast: down to one slot
+    assert engine.batch == 1 and engine.info["capacity"] == 1 and "slot(s)" in why
+    s = engine.new_session("NATF0.pt", "", GREEDY)  # the resized engine works
+    s.run_prompt()
+    assert s.step(NOISE[0]).pcm is not None

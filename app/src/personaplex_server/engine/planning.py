@@ -210,3 +210,34 @@ def _nothing_fits_message(
         f"the model does not fit on {gpu.name} ({gpu.total_bytes / GIB:.1f} GiB, "
         f"{budget / GIB:.1f} GiB usable): tried {tried}. Try: " + "; or ".join(hints) + "."
     )
+
+
+AUTO_MAX_SESSIONS = 64
+
+
+def plan_auto_sessions(
+    gpu: GpuSpec | None,
+    *,
+    dtype: str = "auto",
+    quantize: str = "auto",
+    spec: ModelSpec | None = None,
+    cap: int = AUTO_MAX_SESSIONS,
+) -> PrecisionPlan:
+    """``max_sessions: auto``, first half: the precision ``plan_precision`` picks for one
+    session, then as many sessions as that precision's memory estimate fits (at most
+    ``cap``). The engine then measures the step and may shrink it (Engine.fit_capacity)."""
+    first = plan_precision(gpu, dtype=dtype, quantize=quantize, max_sessions=1, spec=spec)
+    if gpu is None:
+        return first
+    spec = spec or ModelSpec.personaplex()
+    n = 1
+    while n < cap:
+        _w, _kv, total = estimate(spec, first.dtype, first.quantize, n + 1)
+        if total > budget_bytes(gpu):
+            break
+        n += 1
+    plan = plan_precision(
+        gpu, dtype=first.dtype, quantize=first.quantize, max_sessions=n, spec=spec
+    )
+    plan.reason += f"; auto: {n} session(s) fit the memory"
+    return plan

@@ -31,25 +31,43 @@ import numpy as np
 import torch
 
 from . import constants as C
+from . import sampling
 from .loading import ModelFiles, load_lm, load_mimi, load_tokenizer, resolve_files
-from .planning import GIB, GpuSpec, ModelSpec, PlanError, PrecisionPlan, plan_precision
+from .planning import (
+    GIB,
+    GpuSpec,
+    ModelSpec,
+    PlanError,
+    PrecisionPlan,
+    plan_auto_sessions,
+    plan_precision,
+)
 from .prompt import PromptFrames, build_prompt, fork_columns, wrap_with_system_tags
 from .quant import module_bytes
 from .types import (
     ContextExhausted,
+    ContextMode,
     EngineConfig,
     EngineLoadError,
     NoFreeSlot,
+    NonFiniteStep,
     SamplingParams,
     StepOutput,
     VoiceNotFound,
 )
+from .window import PIN_REFRESH_FRAMES, WindowKVCache, install_masked
+from .window import install as install_window
 
 log = logging.getLogger(__name__)
 
 PREFILL_CHUNK = 64
 TINY_PARAMS = 50_000_000
 MAX_VOICE_SECONDS = 60.0
+# max_sessions auto: the step of all slots must leave 20 % of the frame for the server
+AUTO_STEP_BUDGET_MS = 64.0
+AUTO_CPU_START = 8  # CPU (tiny models): no memory plan; start here, shrink by step time
+# RoPE positions are float32: integers are exact up to 2**24 frames (about 372 hours)
+ENDLESS_FRAMES = 2**24
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
@@ -81,6 +99,9 @@ class EngineSession:
         self.prompt_frames = 0
         self.prompted = False
         self.closed = False
+        self.seed: int | None = None  # the seed in use (drawn at random when not given)
+        self.pin_valid_until = 0  # first frame that needs the pinned prompt moved again
+        self._parts: Iterator[None] | None = None  # the prompt in progress, part by part
 
     @property
     def frames_left(self) -> int:
@@ -89,8 +110,16 @@ class EngineSession:
     def run_prompt(self) -> None:
         self._engine._run_prompt(self)
 
+    def run_prompt_part(self) -> bool:
+        """One part of the prompt (the server interleaves them with other sessions'
+        steps, so a joining conversation never stalls the others); True when done."""
+        return self._engine._prompt_part(self)
+
     def step(self, pcm: np.ndarray) -> StepOutput:
-        return self._engine._step(self, pcm)
+        out = self._engine._step(self, pcm)
+        if out.error is not None:
+            raise out.error
+        return out
 
     def close(self) -> None:
         self._engine._release(self)
@@ -127,16 +156,12 @@ class Engine:
         self.device = device
         self.plan = plan
         self.info = info
-        self.batch = cfg.max_sessions
         self.prefill = True
         self.voices_dir = cfg.voices_dir or (cfg.model_dir / C.VOICES_DIR)
         self._lock = threading.RLock()
-        self._slots: list[EngineSession | None] = [None] * self.batch
         self._voice_cache: dict[tuple[str, int, int], _Voice] = {}
-        b = self.batch
-        self._force_text = torch.full((b,), -1, dtype=torch.long, device=device)
-        self._force_audio = torch.full((b, 8), -1, dtype=torch.long, device=device)
         self._forcing = False
+        sampling.install()
         self.lm_gen = LMGen(
             lm,
             use_sampling=True,
@@ -144,36 +169,111 @@ class Engine:
             on_audio_hook=self._on_audio,
             support_out_of_sync=True,
         )
-        with self._ctx():
-            self.lm_gen.streaming_forever(b)
-            self._mimi_states = [self._new_mimi_state() for _ in range(b)]
-        self._mimi_active: int | None = None
-        self._audio_sampling: tuple[float, int] | None = None
         if lm.context is None:
             raise EngineLoadError("the LM has no context length (config.json lacks 'context')")
-        context = int(lm.context)
-        # T>1 prefill writes keys for masked slots too: keep them off the ring's wrap point
-        self.max_frames = context if b == 1 else context - PREFILL_CHUNK
+        if cfg.max_sessions == "auto":
+            batch = plan.sessions if device.type == "cuda" else AUTO_CPU_START
+        else:
+            batch = int(cfg.max_sessions)
+        self._init_slots(batch)
+        self.context = int(lm.context)
+        self.context_mode: ContextMode = cfg.context_mode
+        # pinned: the prompt keeps at most half the window, the conversation the rest
+        self.max_pinned_frames = self.context // 2
+        self.max_frames = self.context if cfg.context_mode == "stop" else ENDLESS_FRAMES
         self.info["max_frames"] = self.max_frames
+        self.info["context_mode"] = cfg.context_mode
+
+    def _init_slots(self, b: int) -> None:
+        """Streaming state for ``b`` slots: one LM batch and one Mimi batch of ``b``."""
+        device = self.device
+        self.batch = b
+        self._slots: list[EngineSession | None] = [None] * b
+        self._force_text = torch.full((b,), -1, dtype=torch.long, device=device)
+        self._force_audio = torch.full((b, 8), -1, dtype=torch.long, device=device)
+        self._sampler = sampling.SlotSampler(b, device)
+        self._exec_mask: torch.Tensor | None = None
+        self._poisoned: set[int] = set()  # slots whose state saw non-finite values
+        with self._ctx():
+            self.lm_gen.streaming_forever(b)
+            # one Mimi streaming state for all slots: one encode and one decode per step
+            self.mimi.streaming_forever(b)
+            self._windows: list[WindowKVCache] = install_window(self.lm)
+            self._mimi_windows = install_masked(self.mimi)
+        self._mimi_slots: tuple[int, ...] | None = None
+        self.info["capacity"] = b
+
+    def resize(self, sessions: int) -> None:
+        """Rebuild the streaming state for ``sessions`` slots (all slots must be free)."""
+        with self._lock:
+            if any(s is not None for s in self._slots):
+                raise RuntimeError("resize needs every slot free")
+            self.lm_gen._stop_streaming()
+            self.lm._stop_streaming()  # LMGen streams its LM as a detached module
+            self.mimi._stop_streaming()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self._init_slots(sessions)
+
+    def fit_capacity(self, budget_ms: float = AUTO_STEP_BUDGET_MS, frames: int = 6) -> str:
+        """``max_sessions: auto``, second half: time full-batch steps (every slot talking)
+        and shrink the batch while the step is over ``budget_ms``. The step's cost grows
+        about linearly with the batch above a fixed part, so scaling the batch by
+        budget/time is conservative. Returns the reason, also in ``info``."""
+        from .types import SamplingParams as _Sp
+
+        reasons = []
+        while True:
+            with self._lock:
+                sessions = []
+                for slot in range(self.batch):
+                    s = EngineSession(self, slot, "", [], _Sp(seed=slot))
+                    self._slots[slot] = s
+                    voice = _Voice(torch.tensor([C.SILENCE_TOKENS] * 4), None, None, 4)
+                    self._prompt_with(s, voice)
+                    sessions.append(s)
+                zeros = np.zeros(self.frame_size, dtype=np.float32)
+                times = []
+                try:
+                    for _ in range(frames):
+                        t0 = time.perf_counter()
+                        self.step_batch([(s, zeros) for s in sessions])
+                        times.append((time.perf_counter() - t0) * 1000)
+                finally:
+                    for s in sessions:
+                        self._release(s)
+            step_ms = sorted(times)[len(times) // 2]
+            reasons.append(f"{self.batch} slot(s): {step_ms:.1f} ms per step")
+            if step_ms <= budget_ms or self.batch == 1:
+                break
+            self.resize(max(1, min(self.batch - 1, int(self.batch * budget_ms / step_ms))))
+        why = "; ".join(reasons) + f" (budget {budget_ms:.0f} ms of the 80 ms frame)"
+        self.info["capacity_reason"] = why
+        log.info("max_sessions auto: capacity %d (%s)", self.batch, why)
+        return why
 
     # ---------------------------------------------------------------- loading
     @classmethod
     def load(cls, cfg: EngineConfig) -> Engine:
         t0 = time.perf_counter()
-        if cfg.max_sessions < 1:
-            raise EngineLoadError("max_sessions must be at least 1")
+        auto = cfg.max_sessions == "auto"
+        if not auto and int(cfg.max_sessions) < 1:
+            raise EngineLoadError("max_sessions must be at least 1 (or auto)")
         device = resolve_device(cfg.device)
         files = resolve_files(Path(cfg.model_dir))
         spec = model_spec(files)
         gpu = gpu_spec(device) if device.type == "cuda" else None
         try:
-            plan = plan_precision(
-                gpu,
-                dtype=cfg.dtype,
-                quantize=cfg.quantize,
-                max_sessions=cfg.max_sessions,
-                spec=spec,
-            )
+            if auto:
+                plan = plan_auto_sessions(gpu, dtype=cfg.dtype, quantize=cfg.quantize, spec=spec)
+            else:
+                plan = plan_precision(
+                    gpu,
+                    dtype=cfg.dtype,
+                    quantize=cfg.quantize,
+                    max_sessions=int(cfg.max_sessions),
+                    spec=spec,
+                )
         except PlanError as exc:
             raise EngineLoadError(str(exc)) from None
         log.info(
@@ -182,7 +282,7 @@ class Engine:
             plan.quantize,
             plan.reason,
             plan.estimate_bytes / GIB,
-            cfg.max_sessions,
+            plan.sessions,
         )
         if plan.quantize != "none":
             _require_bitsandbytes(plan.quantize)
@@ -228,7 +328,7 @@ class Engine:
             },
             "dtype": plan.dtype,
             "quantize": plan.quantize,
-            "capacity": cfg.max_sessions,
+            "capacity": plan.sessions,
             "checkpoint_dep_q": loaded.checkpoint_dep_q,
             "dep_q": int(lm.dep_q),
             "weights_file": loaded.source.name,
@@ -245,6 +345,8 @@ class Engine:
         }
         info["memory"]["weights_actual_gib"] = round(module_bytes(lm) / GIB, 3)
         engine = cls(cfg, files, lm, mimi, tokenizer, device, plan, info)
+        if auto:
+            engine.fit_capacity()
         engine._record_memory("after_load")
         log.info(
             "engine loaded in %.1f s: %s on %s, %s+%s, dep_q %d->%d, memory %s",
@@ -333,17 +435,20 @@ class Engine:
                 stack.enter_context(no_cuda_graph())
             yield
 
-    def _new_mimi_state(self) -> dict[str, Any]:
-        stack = self.mimi.streaming(1)
-        stack.pop_all()  # keep the state; streaming is stopped by hand below
-        state: dict[str, Any] = self.mimi.get_streaming_state()
-        self.mimi.set_streaming_state(dict.fromkeys(state))
-        return state
+    def _mimi_exec(self, slots: list[int]) -> None:
+        """Only ``slots`` move in the next Mimi encode/decode (the others keep their state)."""
+        key = tuple(slots)
+        if self._mimi_slots != key:
+            mask = torch.zeros(self.batch, dtype=torch.bool)
+            mask[slots] = True
+            self.mimi.set_exec_mask(mask.to(self.device))
+            self._mimi_slots = key
 
-    def _use_mimi(self, slot: int) -> None:
-        if self._mimi_active != slot:
-            self.mimi.set_streaming_state(self._mimi_states[slot])
-            self._mimi_active = slot
+    def _reset_mimi(self, slot: int) -> None:
+        mask = torch.zeros(self.batch, dtype=torch.bool)
+        mask[slot] = True
+        self.mimi.reset_streaming(mask.to(self.device))
+        self._mimi_slots = None  # a reset re-enables the slot in every exec mask
 
     def _on_text(self, text_token: torch.Tensor) -> None:
         if self._forcing:
@@ -358,27 +463,23 @@ class Engine:
             raise RuntimeError("this session is closed")
 
     def _select(self, session: EngineSession) -> None:
-        """Make ``session``'s slot the one that moves; apply its sampling parameters."""
-        self._use_mimi(session.slot)
+        """Make ``session``'s slot the one that moves."""
+        self._mimi_exec([session.slot])
         self._set_exec_slots([session.slot])
-        self._apply_sampling(session.sampling)
 
     def _set_exec_slots(self, slots: list[int]) -> None:
         if self.batch > 1:
             mask = torch.zeros(self.batch, dtype=torch.bool)
             mask[slots] = True
-            self.lm_gen.set_exec_mask(mask.to(self.device))
+            self._exec_mask = mask.to(self.device)
+            self.lm_gen.set_exec_mask(self._exec_mask)
 
-    def _apply_sampling(self, sp: SamplingParams) -> None:
-        g = self.lm_gen
-        g.temp_text, g.top_k_text = sp.temp_text, sp.top_k_text
-        if (sp.temp, sp.top_k) != self._audio_sampling:
-            # the depth transformer's sampling is inside its CUDA graph: capture it again
-            g.temp, g.top_k = sp.temp, sp.top_k
-            state = g._streaming_state
-            if state is not None and state.graphed_depth is not None and self._audio_sampling:
-                state.graphed_depth.reset()
-            self._audio_sampling = (sp.temp, sp.top_k)
+    def _lm_step(self, inp: torch.Tensor, replace: torch.Tensor | None = None) -> Any:
+        """One LMGen step with each slot's own random stream (see :mod:`.sampling`)."""
+        with sampling.active(self._sampler):
+            tokens = self.lm_gen.step(inp, depformer_replace_tokens=replace)
+        self._sampler.advance(self._exec_mask)
+        return tokens
 
     def _run_prompt(self, session: EngineSession) -> None:
         with self._lock:
@@ -388,19 +489,52 @@ class Engine:
             voice = self._load_voice(session.voice, session.slot)
             self._prompt_with(session, voice)
 
+    def _prompt_part(self, session: EngineSession) -> bool:
+        """The next part of ``session``'s prompt (loading the voice, one prefill chunk, the
+        last step); True once the prompt is done. Other sessions can step between parts."""
+        with self._lock:
+            self._check(session)
+            if session._parts is None:
+                if session.prompted:
+                    raise RuntimeError("the prompt has already run for this session")
+                voice = self._load_voice(session.voice, session.slot)
+                session._parts = self._prompt_parts(session, voice)
+                return False
+            try:
+                next(session._parts)
+            except StopIteration:
+                session._parts = None
+                return True
+            except BaseException:
+                session._parts = None
+                raise
+            return False
+
     def _prompt_with(self, session: EngineSession, voice: _Voice) -> None:
+        for _ in self._prompt_parts(session, voice):
+            pass
+
+    def _prompt_parts(self, session: EngineSession, voice: _Voice) -> Iterator[None]:
+        """The prompt as a generator: each ``next`` runs one part under the lock's holder.
+        Every part selects its slot again, as other slots may have stepped in between."""
+        slot = session.slot
         with self._ctx():
-            slot = session.slot
             self._select(session)
+            for w in self._windows:
+                w.unpin_slot(slot)
             reset = torch.zeros(self.batch, dtype=torch.bool)
             reset[slot] = True
             self.lm_gen.reset_streaming(reset.to(self.device))
             if self.batch > 1:
                 self._select(session)  # the reset re-enabled the slot: mask the others again
-            self.mimi.reset_streaming()
-            seed = session.sampling.seed
-            if seed is not None and seed != -1:  # -1: no seed, as the official server
-                torch.manual_seed(seed)
+            if slot in self._poisoned:
+                # NaN keys hidden by the mask still poison attention (NaN * 0): wipe them
+                for w in (*self._windows, *self._mimi_windows):
+                    w.cache[:, slot].zero_()
+                self._poisoned.discard(slot)
+            self._reset_mimi(slot)  # convolution buffers: reset by torch.where, NaN-proof
+            self._select(session)
+            session.seed = self._sampler.start(slot, session.sampling)
             codes = voice.codes
             if codes is None:  # .pt: only the last voice frame's codebooks 1-7 are needed
                 assert voice.cache is not None
@@ -408,20 +542,35 @@ class Engine:
                 codes[-1, 1:] = voice.cache[2:9, voice.frames % voice.cache.shape[1]]
             frames = build_prompt(codes, session.text_tokens)
             p = len(frames)
-            if p >= self.max_frames:
+            limit = self.max_pinned_frames if self.context_mode == "pinned" else self.context - 1
+            if p > limit:
                 raise ValueError(
-                    f"the prompt takes {p} frames, the context holds {self.max_frames}: "
-                    "use a shorter voice prompt or text prompt"
+                    f"the prompt takes {p} frames, at most {limit} fit the model's context "
+                    f"({self.context} frames): use a shorter voice prompt or text prompt"
                 )
-            if self.prefill or voice.embeddings is not None:
-                self._prefill(slot, frames, voice)
-            else:
-                for s in range(p):
+        if self.prefill or voice.embeddings is not None:
+            yield from self._prefill_parts(session, frames, voice)
+        else:
+            for s in range(p):
+                with self._ctx():
+                    self._select(session)
                     self._forced_step(slot, frames, s)
-            self.mimi.reset_streaming()
+                if s % PREFILL_CHUNK == PREFILL_CHUNK - 1:
+                    yield
+        with self._ctx():
+            self._select(session)
+            self._reset_mimi(slot)
             session.frames_used = p
             session.prompt_frames = p
+            if bool(self._sampler.nonfinite[slot]):
+                self._poisoned.add(slot)
+                raise NonFiniteStep("the model produced non-finite values during the prompt")
             session.prompted = True
+            if self.context_mode == "pinned":
+                for w in self._windows:
+                    w.pin_slot(slot, p)
+                # with its prompt at its own positions the window holds until this frame
+                session.pin_valid_until = self.context - PIN_REFRESH_FRAMES
 
     def _user_input(self, slot: int, codes: torch.Tensor) -> torch.Tensor:
         x = torch.zeros(self.batch, 8, 1, dtype=torch.long, device=self.device)
@@ -447,14 +596,18 @@ class Engine:
         self._forcing = True
         try:
             user = self._user_input(slot, frames.user[s])
-            self.lm_gen.step(user, depformer_replace_tokens=replace)
+            self._lm_step(user, replace)
         finally:
             self._forcing = False
             self._force_text.fill_(-1)
             self._force_audio.fill_(-1)
 
-    def _prefill(self, slot: int, frames: PromptFrames, voice: _Voice) -> None:
-        """Feed columns 0..P-2 through the temporal transformer, set the token cache, step P-1."""
+    def _prefill_parts(
+        self, session: EngineSession, frames: PromptFrames, voice: _Voice
+    ) -> Iterator[None]:
+        """Feed columns 0..P-2 through the temporal transformer (a part per chunk), set
+        the token cache, step P-1."""
+        slot = session.slot
         lm = self.lm
         p = len(frames)
         cols = fork_columns(frames, p + 1, lm.text_initial_token_id, lm.initial_token_id)
@@ -478,8 +631,9 @@ class Engine:
         # eager: chunk lengths vary with every prompt, compiling them would recompile
         from moshi.utils.compile import no_compile
 
-        with no_compile():
-            for start in range(0, n_in, PREFILL_CHUNK):
+        for start in range(0, n_in, PREFILL_CHUNK):
+            with self._ctx(), no_compile():
+                self._select(session)
                 end = min(n_in, start + PREFILL_CHUNK)
                 seq = torch.full((self.batch, lm.num_codebooks, end - start), -1, dtype=torch.long)
                 seq[slot] = cols[:, start:end]
@@ -491,6 +645,13 @@ class Engine:
                     upto = min(end, first_token_col)
                     sum_cond[slot, : upto - start] = cond[start:upto]
                 lm.forward_text(seq.to(self.device), sum_cond)
+            yield
+        with self._ctx():
+            self._select(session)
+            self._prefill_finish(slot, frames, cols)
+
+    def _prefill_finish(self, slot: int, frames: PromptFrames, cols: torch.Tensor) -> None:
+        p = len(frames)
         state = self.lm_gen._streaming_state
         assert state is not None
         ct = state.cache.shape[2]
@@ -500,26 +661,19 @@ class Engine:
         self._forced_step(slot, frames, p - 1)
 
     def step_batch(self, items: list[tuple[EngineSession, np.ndarray]]) -> list[StepOutput]:
-        """One frame for several sessions: one LM call per group of equal sampling parameters
-        (the slots step together; Mimi runs per slot). Same results as stepping each alone
-        with deterministic sampling; with random sampling the sessions share one RNG.
-        Every session is checked (open, prompted, context left, frame size) before anything
-        runs: on an error nothing has moved, and the caller can retry without that session."""
-        groups: dict[tuple[float, int, float, int], list[int]] = {}
-        for i, (s, _) in enumerate(items):
-            sp = s.sampling
-            groups.setdefault((sp.temp, sp.top_k, sp.temp_text, sp.top_k_text), []).append(i)
+        """One frame for several sessions in one batched step (Mimi encode, LM, Mimi
+        decode), whatever their sampling parameters: each slot samples with its own
+        parameters and random stream, so the result is what each gives alone. A session
+        whose step produced non-finite values gets an output with ``error`` set (it must
+        end); the others are not affected. Every session is checked (open, prompted,
+        context left, frame size) before anything runs: on an error nothing has moved,
+        and the caller can retry without that session."""
         if len({id(s) for s, _ in items}) != len(items):
             raise ValueError("a session appears twice in one batch")
-        results: list[StepOutput | None] = [None] * len(items)
         with self._lock:
             for session, pcm in items:
                 self._validate(session, pcm)
-            for idx in groups.values():
-                outs = self._step_group([items[i][0] for i in idx], [items[i][1] for i in idx])
-                for i, o in zip(idx, outs, strict=True):
-                    results[i] = o
-        return [r for r in results if r is not None]
+            return self._step_group([s for s, _ in items], [p for _, p in items])
 
     def _step(self, session: EngineSession, pcm: np.ndarray) -> StepOutput:
         with self._lock:
@@ -528,36 +682,68 @@ class Engine:
     def _step_group(
         self, sessions: list[EngineSession], pcms: list[np.ndarray]
     ) -> list[StepOutput]:
+        """One frame for ``sessions``: one batched Mimi encode, one LM step, one batched
+        Mimi decode over all slots (the others masked out), and one copy to the host."""
         frames = [self._validate(s, p) for s, p in zip(sessions, pcms, strict=True)]
+        slots = [s.slot for s in sessions]
+        wav = np.zeros((self.batch, 1, self.frame_size), dtype=np.float32)
+        for slot, frame in zip(slots, frames, strict=True):
+            wav[slot, 0] = frame
         with self._ctx():
-            self._apply_sampling(sessions[0].sampling)
-            self._set_exec_slots([s.slot for s in sessions])
-            inp = torch.zeros(self.batch, 8, 1, dtype=torch.long, device=self.device)
-            for session, frame in zip(sessions, frames, strict=True):
-                self._use_mimi(session.slot)
-                wav = torch.from_numpy(frame).to(self.device).view(1, 1, -1)
-                inp[session.slot] = self.mimi.encode(wav)[0]  # [8, 1]
-            tokens = self.lm_gen.step(inp)
+            self._refresh_pins(sessions)
+            self._set_exec_slots(slots)
+            self._mimi_exec(slots)
+            codes = self.mimi.encode(torch.from_numpy(wav).to(self.device))  # [B, 8, 1]
+            tokens = self._lm_step(codes)
             assert tokens is not None
-            outs = []
-            for session in sessions:
-                slot = session.slot
-                self._use_mimi(slot)
-                tok = tokens[slot : slot + 1]
-                pcm_out = self.mimi.decode(tok[:, 1 : 1 + C.AUDIO_CODEBOOKS])[0, 0]
-                outs.append((int(tok[0, 0, 0].item()), pcm_out.float().cpu().numpy()))
+            # masked slots (and the first frames) come back as -2: decode zeros there
+            audio = tokens[:, 1 : 1 + C.AUDIO_CODEBOOKS].clamp_min(0)
+            pcm = self.mimi.decode(audio)[:, 0].float()  # [B, frame]
+            packed = torch.cat(
+                [pcm, tokens[:, 0].float(), self._sampler.nonfinite.float()[:, None]], dim=1
+            ).cpu()  # text ids < 2**24 are exact in float32
+        host = packed.numpy()
+        results = []
         for session in sessions:
+            row = host[session.slot]
+            p = row[: self.frame_size].copy()
             session.frames_used += 1
-        return [StepOutput(pcm=p, text=self._piece(t)) for t, p in outs]
+            if row[-1] != 0 or not np.isfinite(p).all():
+                self._poisoned.add(session.slot)
+                err = NonFiniteStep(
+                    f"the model produced non-finite values at frame {session.frames_used} "
+                    f"({self.plan.dtype}); this conversation cannot continue"
+                )
+                log.error("slot %d: %s", session.slot, err)
+                results.append(StepOutput(pcm=None, text=None, error=err))
+            else:
+                results.append(StepOutput(pcm=p, text=self._piece(int(row[self.frame_size]))))
+        return results
+
+    def _refresh_pins(self, sessions: list[EngineSession]) -> None:
+        """Move each pinned prompt to just before its slot's window for the next
+        ``PIN_REFRESH_FRAMES`` frames (see :mod:`.window`)."""
+        if self.context_mode != "pinned":
+            return
+        for s in sessions:
+            if s.frames_used < s.pin_valid_until:
+                continue
+            # queries up to frames_used + R - 1 must see the prompt's first key < context back
+            shift = max(0, s.frames_used + PIN_REFRESH_FRAMES - self.context)
+            for w in self._windows:
+                w.shift_pinned(s.slot, shift)
+            s.pin_valid_until = s.frames_used + PIN_REFRESH_FRAMES
 
     def _validate(self, session: EngineSession, pcm: np.ndarray) -> np.ndarray:
         self._check(session)
         if not session.prompted:
             raise RuntimeError("run_prompt() must come before step()")
+        if session.slot in self._poisoned:
+            raise NonFiniteStep("this conversation's model state is invalid (non-finite)")
         if session.frames_used >= self.max_frames:
             raise ContextExhausted(
                 f"the conversation used the model's whole context ({self.max_frames} frames, "
-                f"{self.max_frames / C.FRAME_RATE:.0f} s)"
+                f"{self.max_frames / C.FRAME_RATE:.0f} s; context_mode={self.context_mode})"
             )
         x = np.asarray(pcm, dtype=np.float32).reshape(-1)
         if x.shape[0] != self.frame_size:
@@ -645,12 +831,14 @@ class Engine:
         padded[: mono.shape[0]] = mono
         out = []
         with self._lock, self._ctx():
-            self._use_mimi(slot)
-            self.mimi.reset_streaming()
+            self._reset_mimi(slot)
+            self._mimi_exec([slot])
+            x = torch.zeros(self.batch, 1, self.frame_size, device=self.device)
             for i in range(n):
                 chunk = torch.from_numpy(padded[i * self.frame_size : (i + 1) * self.frame_size])
-                out.append(self.mimi.encode(chunk.to(self.device).view(1, 1, -1))[0, :, 0].cpu())
-            self.mimi.reset_streaming()
+                x[slot, 0] = chunk.to(self.device)
+                out.append(self.mimi.encode(x)[slot, :, 0].cpu())
+            self._reset_mimi(slot)
         voice = torch.stack(out)
         return voice.long()
 

@@ -10,6 +10,10 @@ import numpy as np
 
 DtypeName = Literal["auto", "bfloat16", "float16", "float32"]
 QuantizeName = Literal["auto", "none", "int8", "nf4"]
+# What happens at the end of the model's context (see engine/window.py):
+# pinned: a sliding window that keeps the persona prompt in view (default);
+# sliding: upstream moshi's ring, the prompt leaves the window; stop: end the conversation.
+ContextMode = Literal["pinned", "sliding", "stop"]
 
 
 @dataclass(frozen=True)
@@ -38,11 +42,12 @@ class EngineConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     dtype: DtypeName = "auto"
     quantize: QuantizeName = "auto"
-    max_sessions: int = 1
+    max_sessions: int | Literal["auto"] = 1  # auto: from memory, then measured step time
     use_cuda_graphs: bool = True
     use_compile: bool = True
     # Write a dep_q=8 copy of the LM weights next to the original (once) and load it next time.
     sliced_weights: bool = False
+    context_mode: ContextMode = "pinned"
 
 
 @dataclass
@@ -51,6 +56,8 @@ class StepOutput:
 
     pcm: np.ndarray | None  # float32 (frame_size,), None while nothing is produced yet
     text: str | None  # decoded text piece ("▁" -> " "), None for padding tokens
+    # set (by step_batch only) when this conversation's step failed: it must end
+    error: NonFiniteStep | None = None
 
 
 class EngineError(Exception):
@@ -67,6 +74,11 @@ class VoiceNotFound(EngineError, ValueError):
 
 class NoFreeSlot(EngineError, RuntimeError):
     """All ``max_sessions`` slots are in use."""
+
+
+class NonFiniteStep(EngineError, RuntimeError):
+    """The model produced NaN or infinite logits or audio for this conversation (e.g. a
+    float16 overflow); its state is garbage, so the conversation must end."""
 
 
 class ContextExhausted(EngineError, RuntimeError):
