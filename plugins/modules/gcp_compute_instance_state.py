@@ -18,7 +18,7 @@ description:
     scheduling, service account, a larger boot disk, deletion protection); changes the API takes only
     on a stopped VM need O(allow_stop=true); changes it cannot make (another machine series to or from
     A2, a smaller disk) fail before any write, saying what to do.
-  - Machine type and GPU changes follow the documented order (https://cloud.google.com/compute/docs/gpus/add-remove-gpus):
+  - Machine type and GPU changes follow the documented order (https://cloud.google.com/compute/docs/gpus/add-remove-gpus);
     from N1 to a machine type with built-in GPUs (G2) the attached GPUs are removed first
     (setMachineResources), then setMachineType; back to N1, setMachineType first, then the GPUs are attached.
   - Returns the VM's external IP and, when the guest publishes them, its SSH host keys.
