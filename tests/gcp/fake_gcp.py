@@ -18,6 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from fake_gcp_fleet import FleetApis
+
 WWW = "https://www.googleapis.com/compute/v1"
 
 
@@ -40,6 +42,7 @@ class FakeGcp:
         self.bodies: list[tuple[str, str, Any]] = []  # (method, host+path, JSON body) of every call
         self.ids = itertools.count(1000)
         self.lock = threading.Lock()
+        self.fleet = FleetApis(self)  # fleet collections and Secret Manager (fake_gcp_fleet.py)
 
     # --- helpers -------------------------------------------------------------------------
     def writes(self) -> list[tuple[str, str]]:
@@ -67,6 +70,9 @@ class FakeGcp:
             self.bodies.append((method, f"{host}{path}", json.loads(json.dumps(body)) if body is not None else None))
             if host == "oauth2.googleapis.com" and path == "/token":
                 return 200, {"access_token": "ya29.fake", "expires_in": 3600, "token_type": "Bearer"}
+            fleet = self.fleet.handle(method, host, path, query, body)
+            if fleet is not None:
+                return fleet
             if host in ("compute.googleapis.com", "www.googleapis.com") and path.startswith("/compute/v1/"):
                 return self.handle_compute(method, path[len("/compute/v1/"):], query, body)
             if host == "serviceusage.googleapis.com":
