@@ -43,8 +43,10 @@ from personaplex_server.config import Settings
 from personaplex_server.null_engine import NullEngine, NullEngineConfig
 
 port, sessions = int(sys.argv[1]), int(sys.argv[2])
-settings = Settings(host="127.0.0.1", port=port, max_sessions=sessions, model_dir=Path("/nonexistent"),
-                    device="cpu", dtype="float32", quantize="none", use_compile=False, use_cuda_graphs=False)
+settings = Settings(
+    host="127.0.0.1", port=port, max_sessions=sessions, model_dir=Path("/nonexistent"),
+    device="cpu", dtype="float32", quantize="none", use_compile=False, use_cuda_graphs=False,
+)
 engine = lambda _s: NullEngine(NullEngineConfig(max_sessions=sessions, max_frames=100000))
 uvicorn.run(create_app(settings, engine), host="127.0.0.1", port=port, log_level="warning")
 """
@@ -197,12 +199,14 @@ def test_fleet_serves_up_to_total_capacity_then_answers_busy_at_once(
     refused = [int(counter(p, "personaplex_sessions_rejected_total")) for p in ports]
     busy_latency = sorted(round(s, 3) for _, s in busy)
     print(
-        f"\nfleet simulation: {INSTANCES} instances x {CAPACITY} slots behind haproxy (leastconn, maxconn {CAPACITY})"
+        f"\nfleet simulation: {INSTANCES} instances x {CAPACITY} slots behind haproxy "
+        f"(leastconn, maxconn {CAPACITY})"
     )
     print(f"  served: {sum(r.ok for r, _ in served)}/{len(served)}, per instance {per_instance}")
     print(
         f"  busy answers: {sum('server busy' in (r.error or '') for r, _ in busy)}/{len(busy)}, "
-        f"latency s {busy_latency}, close codes {[r.close_code for r, _ in busy]}, refused per instance {refused}"
+        f"latency s {busy_latency}, close codes {[r.close_code for r, _ in busy]}, "
+        f"refused per instance {refused}"
     )
     print(f"  wall time {wall:.1f} s")
 
