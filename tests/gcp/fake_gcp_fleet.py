@@ -105,8 +105,11 @@ class FleetApis:
 
     def users_of(self, key: str) -> list[str]:
         """Resources whose body links to `key` (the API refuses deleting a resource in use)."""
-        url = json.dumps(f"{WWW}/{key}")  # quoted: a whole link, not a prefix of a longer name
-        return [k for k, r in self.fake.compute.items() if k != key and "/operations/" not in k and url in json.dumps(r)]
+        # Quoted: a whole link, not a prefix of a longer name; in any of the forms the API accepts.
+        short = key.split("/", 2)[-1]
+        forms = [json.dumps(f"{WWW}/{key}"), json.dumps(key), json.dumps(short)]
+        return [k for k, r in self.fake.compute.items()
+                if k != key and "/operations/" not in k and any(f in json.dumps(r) for f in forms)]
 
     # --- insert ----------------------------------------------------------------------------
     def insert(self, scope: str, collection: str, body: dict[str, Any], query: dict[str, list[str]]) -> tuple[int, Any]:
