@@ -59,7 +59,7 @@ def fleet_names(deployment: str) -> dict[str, str]:
     }
 
 
-def validate_fleet(fleet: dict[str, Any], plan: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any]:
+def validate_fleet(fleet: dict[str, Any], plan: dict[str, Any], profile: dict[str, Any], require_certificate: bool = True) -> dict[str, Any]:
     """Check the fleet settings; raise FleetSettingsError naming each bad one and what is accepted."""
     problems: list[str] = []
 
@@ -105,7 +105,7 @@ def validate_fleet(fleet: dict[str, Any], plan: dict[str, Any], profile: dict[st
     if domain and not DOMAIN_RE.match(domain):
         problems.append(f"gcp_fleet_domain: {domain!r} is not a domain name. Accepted: empty (self-managed certificate) "
                         "or a lower-case DNS name such as voice.example.org whose A record you will point at the fleet's IP.")
-    if not domain and "-----BEGIN CERTIFICATE-----" not in str(fleet.get("certificate_pem") or ""):
+    if require_certificate and not domain and "-----BEGIN CERTIFICATE-----" not in str(fleet.get("certificate_pem") or ""):
         problems.append("gcp_fleet_domain is empty, so a self-managed certificate is needed: the play makes one "
                         "before this step (gcp_fleet_local_dir); none was given.")
     image = str(fleet.get("image") or "")
@@ -132,9 +132,9 @@ def _armor_rules(client_cidrs: list[str]) -> list[dict[str, Any]]:
     return rules
 
 
-def build_fleet(plan: dict[str, Any], profile: dict[str, Any], fleet: dict[str, Any]) -> dict[str, Any]:
+def build_fleet(plan: dict[str, Any], profile: dict[str, Any], fleet: dict[str, Any], require_certificate: bool = True) -> dict[str, Any]:
     """Validate and return every fleet resource (creation order) plus names and scaling facts."""
-    checked = validate_fleet(fleet, plan, profile)
+    checked = validate_fleet(fleet, plan, profile, require_certificate)
     project, region, deployment = plan["project"], plan["region"], plan["deployment"]
     names = fleet_names(deployment)
     labels = dict(plan["labels"], role="fleet")
@@ -204,7 +204,7 @@ def build_fleet(plan: dict[str, Any], profile: dict[str, Any], fleet: dict[str, 
         certificate = {"name": names["certificate"], "type": "MANAGED", "managed": {"domains": [fleet["domain"]]}}
     else:
         # privateKey is added by the task (no_log) from the control node's 0600 file: never in the plan.
-        certificate = {"name": names["certificate"], "type": "SELF_MANAGED", "certificate": str(fleet["certificate_pem"]).strip() + "\n"}
+        certificate = {"name": names["certificate"], "type": "SELF_MANAGED", "certificate": str(fleet.get("certificate_pem") or "").strip() + "\n"}
     certificate["description"] = plan["marker"]
 
     def res(kind: str, collection: str, body: dict[str, Any], update: str, **extra: Any) -> dict[str, Any]:

@@ -33,6 +33,10 @@ options:
     description: gcp_fleet_prices (load balancer, Cloud Armor, image storage).
     type: dict
     required: true
+  require_certificate:
+    description: Fail without a domain or a self-managed certificate (false for plan and check mode).
+    type: bool
+    default: true
 author: PersonaPlex deployment project
 """
 
@@ -68,10 +72,11 @@ def main() -> None:
         "fleet": {"type": "dict", "required": True},
         "prices": {"type": "dict", "required": True},
         "fleet_prices": {"type": "dict", "required": True},
+        "require_certificate": {"type": "bool", "default": True},
     }, supports_check_mode=True)
     p = module.params
     try:
-        fleet = build_fleet(p["plan"], p["profile"], p["fleet"])
+        fleet = build_fleet(p["plan"], p["profile"], p["fleet"], require_certificate=p["require_certificate"])
     except FleetSettingsError as exc:
         module.fail_json(msg=str(exc))
     cost = fleet_cost(p["prices"], p["fleet_prices"], p["plan"]["profile"], bool(p["plan"].get("spot")),
