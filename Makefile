@@ -16,7 +16,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PLAYBOOK := $(BIN)/ansible-playbook $(if $(TAGS),--tags $(TAGS)) $(ARGS)
 
 .PHONY: help setup lint test test-unit test-app test-molecule molecule-host \
-        plan deploy configure local local-destroy start stop teardown clean
+        plan deploy configure local local-destroy start stop teardown clean image fleet
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -69,6 +69,12 @@ test: ## everything CI runs: lint, unit tests, app tests, Molecule scenarios (ea
 # --- the product ------------------------------------------------------------------------
 plan: setup ## print the Google Cloud resources and their cost; no API write
 	$(PLAYBOOK) playbooks/plan.yml
+
+image: setup ## fleet mode: bake an image (builder VM + configure.yml's roles, generalised); no-op when current
+	$(PLAYBOOK) playbooks/image.yml
+
+fleet: setup ## fleet mode: managed instance group + autoscaler + HTTPS load balancer from the image (docs/fleet.md)
+	$(PLAYBOOK) playbooks/fleet.yml
 
 deploy: setup ## preflight -> provision -> configure -> smoke test (playbooks/site.yml)
 	$(PLAYBOOK) playbooks/site.yml
