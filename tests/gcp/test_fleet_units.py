@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ansible.module_utils.gcp_fleet import FleetSettingsError, build_fleet, fleet_cost
 from conftest import REPO, role_vars
 from fake_gcp import FakeGcp
-
-from ansible.module_utils.gcp_fleet import FleetSettingsError, build_fleet, fleet_cost
 
 P = "my-voice-project"
 C = f"/compute/v1/projects/{P}"

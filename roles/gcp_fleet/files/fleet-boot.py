@@ -27,7 +27,7 @@ RESTART = os.environ.get("PERSONAPLEX_BOOT_RESTART", "systemctl restart personap
 
 def get(url: str, headers: dict) -> bytes:
     request = urllib.request.Request(url, headers=headers)
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - fixed hosts
+    with urllib.request.urlopen(request, timeout=30) as response:
         return response.read()
 
 
