@@ -37,6 +37,8 @@ def test_image_fleet_rerun_change_teardown(cloud, tmp_path):  # noqa: F811
     assert kinds(fake, "instances") == []  # the builder is deleted
     verbs = [c[1].rsplit("/", 1)[-1] for c in writes(calls) if "/instances/personaplex-image-builder" in c[1]]
     assert verbs == ["stop", "personaplex-image-builder"]  # stopped before the image, then deleted
+    known = (tmp_path / ".ssh" / "personaplex_known_hosts").read_text()  # the builder's host key, pinned
+    assert "203.0.113.50 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeHostKeyForTests" in known
 
     proc, calls = play("image.yml", **NO_CONFIGURE)
     assert proc.returncode == 0, proc.stdout[-3000:]
