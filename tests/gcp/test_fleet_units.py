@@ -293,3 +293,16 @@ def test_generalise_removes_what_belongs_to_one_machine(tmp_path: Path, inventor
         **{k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}, **env,
         "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "HOME": str(tmp_path)})
     assert again.returncode == 0 and "changed=0" in again.stdout.rsplit("PLAY RECAP", 1)[-1], again.stdout[-2000:]
+
+
+def test_docs_quote_the_cost_the_plan_computes() -> None:
+    """docs/fleet.md's table must follow the price tables (one source of prices)."""
+    prices = role_vars("prices.yml")["gcp_infra_prices"]
+    fleet_prices = role_vars_fleet()["gcp_fleet_prices"]
+    doc = (REPO / "docs" / "fleet.md").read_text()
+    for name, spot in (("t4", False), ("t4", True), ("l4", False), ("l4", True), ("a100", False)):
+        cost = fleet_cost(prices, fleet_prices, name, spot, "pd-balanced", 100, 1, 3, fleet_prices["image_gb"])
+        row = (f"| {name} | {'spot' if spot else 'on-demand'} | {cost['per_instance_per_hour']:.3f} | "
+               f"{cost['at_min']['per_month_24h']:.0f} | {cost['at_max']['per_month_24h']:.0f} |")
+        assert row in doc, row
+    assert f"about **{fleet_cost(prices, fleet_prices, 't4', False, 'pd-balanced', 100, 0, 3, 40)['fixed_per_month']:.0f} USD/month**" in doc
