@@ -47,7 +47,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 images:
-  description: The deployment's baked images (name, labels, status).
+  description: The deployment's baked images (name, labels, status, created, id), oldest first.
   type: list
   returned: success
 order:
@@ -93,9 +93,11 @@ def find(params: dict[str, Any], client: GcpClient) -> tuple[dict[str, list[str]
                 break
             query["pageToken"] = doc["nextPageToken"]
         if rel == "global/images":
-            images = [{"name": i["name"], "labels": i.get("labels") or {}, "status": i.get("status")} for i in items
+            images = [{"name": i["name"], "labels": i.get("labels") or {}, "status": i.get("status"),
+                       "created": i.get("creationTimestamp", ""), "id": int(i.get("id") or 0)} for i in items
                       if i.get("family") == params["image_family"] and (i.get("labels") or {}).get("deployment") == params["deployment"]
                       and (i.get("labels") or {}).get("app") == "personaplex"]
+            images.sort(key=lambda i: (i["created"], i["id"]))
             names = [i["name"] for i in images]
         else:
             names = [i["name"] for i in items if ours(i, params)]

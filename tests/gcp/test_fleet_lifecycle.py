@@ -24,7 +24,6 @@ def kinds(fake, what):
 
 def test_image_fleet_rerun_change_teardown(cloud, tmp_path):  # noqa: F811
     fake, play = cloud
-    fake.regional_quotas["NVIDIA_T4_GPUS"] = (4.0, 0.0)
     proc, calls = play("image.yml", **NO_CONFIGURE)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     images = kinds(fake, "images")
@@ -50,7 +49,7 @@ def test_image_fleet_rerun_change_teardown(cloud, tmp_path):  # noqa: F811
     template = next(n for n in names if n.startswith("global/instanceTemplates/"))
     tpl = fake.compute[f"projects/{PROJECT}/{template}"]["properties"]
     assert tpl["networkInterfaces"][0].get("accessConfigs") is None  # no external IP
-    assert tpl["disks"][0]["initializeParams"]["sourceImage"].endswith("/global/images/family/personaplex-personaplex")
+    assert tpl["disks"][0]["initializeParams"]["sourceImage"] == f"projects/{PROJECT}/global/images/{images[0]}"
     assert tpl["guestAccelerators"] == [{"acceleratorType": "nvidia-tesla-t4", "acceleratorCount": 1}]
     assert tpl["scheduling"]["onHostMaintenance"] == "TERMINATE"
     meta = {i["key"]: i["value"] for i in tpl["metadata"]["items"]}
@@ -91,11 +90,16 @@ def test_image_fleet_rerun_change_teardown(cloud, tmp_path):  # noqa: F811
     assert writes(calls) == [], writes(calls)
     assert "changed=0" in proc.stdout.rsplit("PLAY RECAP", 1)[-1]
 
-    # A changed setting: a new template, the group rolls to it, the old template goes.
+    # A new image and changed settings: a new template, the group rolls to it, the old template goes.
+    proc, _ = play("image.yml", gcp_fleet_image_recipe=2, **NO_CONFIGURE)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    newer = next(i for i in kinds(fake, "images") if i not in images)
     proc, calls = play("fleet.yml", gcp_fleet_disk_size_gb=120, gcp_fleet_max_instances=4, gcp_client_cidrs=["198.51.100.0/24", "192.0.2.0/24"])
     assert proc.returncode == 0, proc.stdout[-4000:]
     new_templates = kinds(fake, "instanceTemplates")
     assert len(new_templates) == 1 and f"global/instanceTemplates/{new_templates[0]}" != template
+    new_tpl = fake.compute[f"{G}/instanceTemplates/{new_templates[0]}"]["properties"]
+    assert new_tpl["disks"][0]["initializeParams"]["sourceImage"] == f"projects/{PROJECT}/global/images/{newer}"
     assert fake.fleet.rollouts == [("personaplex-fleet", new_templates[0])]
     assert fake.compute[f"{R}/autoscalers/personaplex-fleet-as"]["autoscalingPolicy"]["maxNumReplicas"] == 4
     armor = fake.compute[f"{G}/securityPolicies/personaplex-fleet-armor"]["rules"]
@@ -110,7 +114,7 @@ def test_image_fleet_rerun_change_teardown(cloud, tmp_path):  # noqa: F811
     proc, _ = play("teardown.yml", gcp_teardown_confirm="personaplex")
     assert proc.returncode == 0, proc.stdout[-4000:]
     left = sorted(k.split("/", 2)[-1] for k in fake.compute if "/operations/" not in k)
-    assert left == ["global/healthChecks/personaplex-2-fleet-hc", f"global/images/{images[0]}"], left
+    assert left == ["global/healthChecks/personaplex-2-fleet-hc", *sorted(f"global/images/{i}" for i in (images[0], newer))], left
     assert fake.fleet.secrets == {}
     assert f"personaplex-fleet@{PROJECT}.iam.gserviceaccount.com" not in fake.service_accounts
 
