@@ -101,6 +101,8 @@ def validate_fleet(fleet: dict[str, Any], plan: dict[str, Any], profile: dict[st
     if not chosen:
         problems.append(f"no zone of {region} offers {profile['accelerator_type']} (dated table in roles/gcp_infra/vars/main.yml). "
                         "Accepted: set gcp_zone to a zone of a region that does, or list gcp_fleet_zones.")
+    if fleet.get("power", "running") not in ("running", "stopped"):
+        problems.append(f"gcp_fleet_power: {fleet.get('power')!r} is not accepted. Accepted: running, stopped.")
     domain = str(fleet.get("domain") or "")
     if domain and not DOMAIN_RE.match(domain):
         problems.append(f"gcp_fleet_domain: {domain!r} is not a domain name. Accepted: empty (self-managed certificate) "
@@ -181,6 +183,9 @@ def build_fleet(plan: dict[str, Any], profile: dict[str, Any], fleet: dict[str, 
     ig_url = _url(project, f"regions/{region}/instanceGroups/{names['group']}")
     target_util = float(fleet["target_utilization"])
     min_n, max_n = int(fleet["min_instances"]), int(fleet["max_instances"])
+    # Stopped: the autoscaler is OFF and the group holds 0 instances (only the fixed costs
+    # remain); running: the autoscaler is ON and owns the group's size (targetSize ignored).
+    stopped = fleet.get("power", "running") == "stopped"
 
     metrics: list[dict[str, Any]] = [{
         # Per-instance gauge: the autoscaler keeps its average at capacity x target, so the group
@@ -229,17 +234,17 @@ def build_fleet(plan: dict[str, Any], profile: dict[str, Any], fleet: dict[str, 
             "name": names["group"], "baseInstanceName": names["group"], "description": plan["marker"],
             "instanceTemplate": _url(project, f"global/instanceTemplates/{template}"),
             "versions": [{"name": "current", "instanceTemplate": _url(project, f"global/instanceTemplates/{template}")}],
-            "targetSize": min_n,
+            "targetSize": 0 if stopped else min_n,
             "distributionPolicy": {"zones": [{"zone": _url(project, f"zones/{z}")} for z in zones], "targetShape": "BALANCED"},
             "autoHealingPolicies": [{"healthCheck": hc_url, "initialDelaySec": int(fleet["boot_s"])}],
             "namedPorts": [{"name": "voice", "port": port}],
             # Regional groups: a fixed maxSurge/maxUnavailable is 0 or at least the number of zones.
             "updatePolicy": {"type": "PROACTIVE", "minimalAction": "REPLACE", "instanceRedistributionType": "PROACTIVE",
                              "maxSurge": {"fixed": n_zones}, "maxUnavailable": {"fixed": 0}, "replacementMethod": "SUBSTITUTE"},
-        }, "patch", ignore=["targetSize"]),
+        }, "patch", ignore=[] if stopped else ["targetSize"]),
         res("autoscaler", f"{r}/autoscalers", {
             "name": names["autoscaler"], "target": group_url, "description": plan["marker"],
-            "autoscalingPolicy": {"minNumReplicas": min_n, "maxNumReplicas": max_n, "mode": "ON",
+            "autoscalingPolicy": {"minNumReplicas": min_n, "maxNumReplicas": max_n, "mode": "OFF" if stopped else "ON",
                                   "coolDownPeriodSec": int(fleet["boot_s"]), "customMetricUtilizations": metrics}},
             "patch", patch_query="autoscaler"),
         res("securityPolicy", f"{g}/securityPolicies", {

@@ -229,6 +229,8 @@ class FleetApis:
     def check_policy(self, p: dict[str, Any]) -> str | None:
         if "maxNumReplicas" not in p:
             return "Required field 'autoscalingPolicy.maxNumReplicas' not specified."
+        if p.get("mode", "ON") not in ("ON", "OFF", "ONLY_SCALE_OUT", "ONLY_UP"):
+            return f"Invalid autoscalingPolicy.mode {p.get('mode')!r}."
         if int(p.get("minNumReplicas", 0)) > int(p["maxNumReplicas"]):
             return "autoscalingPolicy.minNumReplicas must not exceed maxNumReplicas."
         per_group = False

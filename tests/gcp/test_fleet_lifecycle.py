@@ -90,6 +90,13 @@ def test_image_fleet_rerun_change_teardown(cloud, tmp_path):  # noqa: F811
     assert writes(calls) == [], writes(calls)
     assert "changed=0" in proc.stdout.rsplit("PLAY RECAP", 1)[-1]
 
+    # Stop the fleet (autoscaler OFF, 0 instances); the next run (running) turns it back ON.
+    proc, calls = play("fleet.yml", gcp_fleet_power="stopped")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert fake.compute[f"{R}/autoscalers/personaplex-fleet-as"]["autoscalingPolicy"]["mode"] == "OFF"
+    assert fake.compute[f"{R}/instanceGroupManagers/personaplex-fleet"]["targetSize"] == 0
+    assert sorted(c[0] for c in writes(calls)) == ["PATCH", "PATCH"]  # nothing else touched
+
     # A new image and changed settings: a new template, the group rolls to it, the old template goes.
     proc, _ = play("image.yml", gcp_fleet_image_recipe=2, **NO_CONFIGURE)
     assert proc.returncode == 0, proc.stdout[-3000:]
@@ -102,6 +109,7 @@ def test_image_fleet_rerun_change_teardown(cloud, tmp_path):  # noqa: F811
     assert new_tpl["disks"][0]["initializeParams"]["sourceImage"] == f"projects/{PROJECT}/global/images/{newer}"
     assert fake.fleet.rollouts == [("personaplex-fleet", new_templates[0])]
     assert fake.compute[f"{R}/autoscalers/personaplex-fleet-as"]["autoscalingPolicy"]["maxNumReplicas"] == 4
+    assert fake.compute[f"{R}/autoscalers/personaplex-fleet-as"]["autoscalingPolicy"]["mode"] == "ON"
     armor = fake.compute[f"{G}/securityPolicies/personaplex-fleet-armor"]["rules"]
     assert sorted(r["match"]["config"]["srcIpRanges"] for r in armor)[0] == ["*"]
     assert ["198.51.100.0/24", "192.0.2.0/24"] in [r["match"]["config"]["srcIpRanges"] for r in armor]

@@ -306,3 +306,16 @@ def test_docs_quote_the_cost_the_plan_computes() -> None:
                f"{cost['at_min']['per_month_24h']:.0f} | {cost['at_max']['per_month_24h']:.0f} |")
         assert row in doc, row
     assert f"about **{fleet_cost(prices, fleet_prices, 't4', False, 'pd-balanced', 100, 0, 3, 40)['fixed_per_month']:.0f} USD/month**" in doc
+
+
+def test_power_stopped_turns_the_autoscaler_off_and_sizes_the_group_to_zero() -> None:
+    running = build_fleet(PLAN, profile(), fleet_settings())
+    stopped = build_fleet(PLAN, profile(), fleet_settings(power="stopped"))
+    assert by_kind(running, "autoscaler")["body"]["autoscalingPolicy"]["mode"] == "ON"
+    assert by_kind(running, "instanceGroupManager")["ignore"] == ["targetSize"]  # the autoscaler owns the size
+    assert by_kind(stopped, "autoscaler")["body"]["autoscalingPolicy"]["mode"] == "OFF"
+    mig = by_kind(stopped, "instanceGroupManager")
+    assert mig["body"]["targetSize"] == 0 and mig["ignore"] == []
+    assert stopped["names"]["template"] == running["names"]["template"]  # no rolling update for a stop
+    with pytest.raises(FleetSettingsError, match="gcp_fleet_power: 'paused' is not accepted. Accepted: running, stopped"):
+        build_fleet(PLAN, profile(), fleet_settings(power="paused"))
