@@ -111,7 +111,7 @@ def test_image_fleet_rerun_change_teardown(cloud, tmp_path):  # noqa: F811
     assert fake.compute[f"{R}/autoscalers/personaplex-fleet-as"]["autoscalingPolicy"]["maxNumReplicas"] == 4
     assert fake.compute[f"{R}/autoscalers/personaplex-fleet-as"]["autoscalingPolicy"]["mode"] == "ON"
     armor = fake.compute[f"{G}/securityPolicies/personaplex-fleet-armor"]["rules"]
-    assert sorted(r["match"]["config"]["srcIpRanges"] for r in armor)[0] == ["*"]
+    assert min(r["match"]["config"]["srcIpRanges"] for r in armor) == ["*"]
     assert ["198.51.100.0/24", "192.0.2.0/24"] in [r["match"]["config"]["srcIpRanges"] for r in armor]
 
     # Another deployment's look-alike (deployment=personaplex-2) must survive our teardown.
