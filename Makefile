@@ -18,7 +18,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PLAYBOOK := $(BIN)/ansible-playbook $(if $(TAGS),--tags $(TAGS)) $(ARGS)
 
 .PHONY: help setup lint test test-unit test-app test-molecule molecule-host \
-        init plan deploy configure url ssh logs local local-destroy start stop teardown clean
+        init plan deploy configure url ssh logs local local-destroy start stop teardown clean image fleet
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -79,6 +79,12 @@ init: ## ask for the project, the CIDRs and the HF token source once; writes SET
 plan: setup ## print the Google Cloud resources and their cost; no API write
 	$(NEED_SETTINGS)
 	$(PLAYBOOK) playbooks/plan.yml
+
+image: setup ## fleet mode: bake an image (builder VM + configure.yml's roles, generalised); no-op when current
+	$(PLAYBOOK) playbooks/image.yml
+
+fleet: setup ## fleet mode: managed instance group + autoscaler + HTTPS load balancer from the image (docs/fleet.md)
+	$(PLAYBOOK) playbooks/fleet.yml
 
 deploy: setup ## preflight -> provision -> configure -> smoke test (playbooks/site.yml)
 	$(NEED_SETTINGS)

@@ -18,6 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from fake_gcp_fleet import FleetApis
+
 WWW = "https://www.googleapis.com/compute/v1"
 
 
@@ -46,6 +48,7 @@ class FakeGcp:
         self.require_enabled_apis = False
         if default_network:
             self.add_default_network()
+        self.fleet = FleetApis(self)  # fleet collections and Secret Manager (fake_gcp_fleet.py)
 
     # --- helpers -------------------------------------------------------------------------
     def writes(self) -> list[tuple[str, str]]:
@@ -78,6 +81,9 @@ class FakeGcp:
             refused = self.needs_quota_project(host)
             if refused:
                 return refused
+            fleet = self.fleet.handle(method, host, path, query, body)
+            if fleet is not None:
+                return fleet
             if host in ("compute.googleapis.com", "www.googleapis.com") and path.startswith("/compute/v1/"):
                 if self.require_enabled_apis and self.services.get("compute.googleapis.com") != "ENABLED":
                     return 403, api_disabled("compute.googleapis.com", "Compute Engine API")
