@@ -24,6 +24,7 @@ def kinds(fake, what):
 
 def test_image_fleet_rerun_change_teardown(cloud, tmp_path):  # noqa: F811
     fake, play = cloud
+    project_own = set(fake.compute)  # a new project's default network and its rules: never touched
     proc, calls = play("image.yml", **NO_CONFIGURE)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     images = kinds(fake, "images")
@@ -121,7 +122,7 @@ def test_image_fleet_rerun_change_teardown(cloud, tmp_path):  # noqa: F811
     fake.compute[f"{G}/healthChecks/personaplex-2-fleet-hc"] = other
     proc, _ = play("teardown.yml", gcp_teardown_confirm="personaplex")
     assert proc.returncode == 0, proc.stdout[-4000:]
-    left = sorted(k.split("/", 2)[-1] for k in fake.compute if "/operations/" not in k)
+    left = sorted(k.split("/", 2)[-1] for k in fake.compute if "/operations/" not in k and k not in project_own)
     assert left == ["global/healthChecks/personaplex-2-fleet-hc", *sorted(f"global/images/{i}" for i in (images[0], newer))], left
     assert fake.fleet.secrets == {}
     assert f"personaplex-fleet@{PROJECT}.iam.gserviceaccount.com" not in fake.service_accounts
