@@ -31,6 +31,11 @@ def diff_instance(fields: dict[str, Any], current: dict[str, Any]) -> list[str]:
     sched = current.get("scheduling") or {}
     if sched.get("onHostMaintenance") != fields["scheduling"]["on_host_maintenance"]:
         changes.append(f"on_host_maintenance {sched.get('onHostMaintenance')} -> {fields['scheduling']['on_host_maintenance']}")
+    want_model = fields.get("provisioning_model")
+    have_model = sched.get("provisioningModel") or "STANDARD"
+    if want_model and (want_model == "SPOT") != (have_model == "SPOT"):
+        changes.append(f"provisioning model {have_model} -> {want_model} (kept: a VM's provisioning model is set at creation; "
+                       "teardown and deploy again to change it, the bucket keeps the weights)")
     labels = current.get("labels") or {}
     if any(labels.get(k) != v for k, v in fields["labels"].items()):
         changes.append("labels")
