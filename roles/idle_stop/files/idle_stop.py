@@ -8,9 +8,9 @@ the login records (`who`, i.e. utmp) whether the machine is in use:
 - a conversation is running (personaplex_sessions_active > 0), or one started since the
   last check (the personaplex_sessions counter moved);
 - the model is still loading (/readyz says "loading", or the unit is "activating");
-- someone is logged in interactively (a utmp entry, as `who` lists: console, SSH with a
-  terminal) and typed something within the idle time (the terminal's last access time);
-  a forgotten terminal does not keep a GPU running for days.
+- someone logged in interactively (a utmp entry, as `who` lists: console, SSH with a
+  terminal) typed something: the countdown runs from their last keystroke (the
+  terminal's access time), so a forgotten terminal does not keep a GPU running for days.
 
 After idle_minutes without any of these it logs why and runs the power-off command
 (default `systemctl poweroff`: a guest shutdown stops a Compute Engine VM, so vCPU and
@@ -92,11 +92,11 @@ def unit_state(unit: str) -> str:
     return proc.stdout.strip() or "unknown"
 
 
-def logins(now: float, idle_s: float) -> tuple[list[str], list[str]]:
-    """(active, idle) interactive logins from utmp (`who`); active = typed within idle_s."""
+def logins(now: float) -> list[tuple[str, float]]:
+    """Interactive logins from utmp (`who`), each with the time of its last keystroke (the
+    terminal's access time; `now` when the terminal cannot be read: the safe side)."""
     proc = subprocess.run(["who"], capture_output=True, text=True, check=False)
-    active: list[str] = []
-    idle: list[str] = []
+    found: list[tuple[str, float]] = []
     for line in proc.stdout.splitlines():
         parts = line.split()
         if len(parts) < 2:
@@ -105,9 +105,9 @@ def logins(now: float, idle_s: float) -> tuple[list[str], list[str]]:
         try:
             last = os.stat(f"/dev/{tty}").st_atime
         except OSError:
-            last = now  # no device to ask: count it as in use (the safe side)
-        (active if now - last < idle_s else idle).append(f"{user} on {tty}")
-    return active, idle
+            last = now
+        found.append((f"{user} on {tty}", min(last, now)))
+    return found
 
 
 def in_container() -> bool:
@@ -145,10 +145,16 @@ class IdleStop:
             elif self.last_reason != f"unreachable:{state}":
                 log(f"voice server not reachable ({exc}); {self.cfg.server_unit} is {state}: counted as idle")
                 self.last_reason = f"unreachable:{state}"
-        active_logins, _ = logins(now, self.cfg.idle_minutes * 60)
-        if active_logins:
-            reasons.append("logged in: " + ", ".join(active_logins))
         return reasons
+
+    def login_activity(self, now: float) -> tuple[float | None, list[str]]:
+        """Latest keystroke of any interactive login, and the logins typed in within the idle time.
+        The countdown runs from the latest keystroke: a forgotten terminal does not keep the GPU on."""
+        found = logins(now)
+        if not found:
+            return None, []
+        recent = [who for who, last in found if now - last < self.cfg.idle_minutes * 60]
+        return max(last for _, last in found), recent
 
     def power_off(self, idle_for: float) -> None:
         why = (f"idle for {idle_for / 60:.1f} min (limit {self.cfg.idle_minutes:g} min): no conversation, "
@@ -173,6 +179,15 @@ class IdleStop:
 
     def check(self, now: float) -> None:
         reasons = self.busy_reasons(now)
+        last_key, recent = self.login_activity(now)
+        if last_key is not None and last_key > self.last_busy:
+            self.last_busy = last_key
+            self.warned = False
+        if recent and not reasons:
+            reason = "logged in: " + ", ".join(recent)
+            if reason != self.last_reason:
+                log(f"in use: {reason}")
+                self.last_reason = reason
         if reasons:
             reason = "; ".join(reasons)
             if reason != self.last_reason:
@@ -181,7 +196,9 @@ class IdleStop:
             self.last_busy = now
             self.warned = False
             return
-        if self.last_reason and not self.last_reason.startswith("unreachable:") and self.last_reason != "idle":
+        if recent:
+            pass  # someone typed within the idle time: the countdown from that keystroke runs on
+        elif self.last_reason and not self.last_reason.startswith("unreachable:") and self.last_reason != "idle":
             log("idle: no conversation, no loading, no interactive login; the countdown starts")
             self.last_reason = "idle"
         idle_for = now - self.last_busy
