@@ -63,7 +63,7 @@ def test_fake_refuses_what_compute_refuses_for_spot():
 class _Readyz(BaseHTTPRequestHandler):
     """The voice server's /readyz while the model loads after a start: 503 loading, then 200."""
 
-    answers = ["loading", "loading", "ready"]
+    answers = ("loading", "loading", "ready")
     hits = 0
 
     def do_GET(self) -> None:
@@ -227,3 +227,17 @@ def test_plan_prints_and_writes_the_figures(cloud, tmp_path):  # noqa: F811
     assert cost["money_lasts"]["spot"]["credit_days"] == 146.6 and cost["money_lasts"]["on_demand"]["credit_days"] == 58.5
     assert cost["profiles"]["t4"]["spot_credit_days"] == 146.6
     assert writes(calls) == []
+
+
+def test_docs_quote_the_money_lasts_figures(tables):
+    """docs/instances-and-costs.md shows what money_lasts computes (one source of figures)."""
+    from conftest import REPO
+
+    doc = (REPO / "docs" / "instances-and-costs.md").read_text()
+    for name in ("t4", "l4", "a100"):
+        m = money_lasts(tables["prices"], name, "pd-balanced", 100, 18, 300, 8, 30)
+        line = next(ln for ln in doc.splitlines() if ln.startswith(f"| {name} | {m['on_demand']['running_per_hour']:.4f} |"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[2:] == [f"{m['spot']['running_per_hour']:.4f}", f"{m['spot']['stopped_per_hour']:.4f}",
+                             f"{m['on_demand']['credit_days']} days", f"{m['spot']['credit_days']} days",
+                             f"{m['on_demand']['credit_days_left_on_24h']} days", f"{m['spot']['credit_days_left_on_24h']} days"], line
