@@ -112,7 +112,7 @@ local: setup ## no cloud: a local systemd container serving the tiny model at ht
 local-destroy: ## remove the local target's container
 	scripts/local-target.sh --destroy
 
-start: setup ## start the VM again (disk and IP were kept)
+start: setup ## start the VM again (after idle stop, make stop or a Spot preemption); waits for /readyz, prints URL, token, time taken
 	$(NEED_SETTINGS)
 	$(PLAYBOOK) playbooks/power.yml -e gcp_power_state=running
 

@@ -258,10 +258,7 @@ def validate(settings: dict[str, Any], profiles: dict[str, Any], images: dict[st
     if not str(s.get("ssh_public_key") or "").strip():
         warnings.append("No SSH public key found next to gcp_ssh_private_key_file (its .pub): provision needs one (ssh-keygen -t ed25519).")
     if s.get("spot"):
-        warnings.append(
-            "gcp_spot is true: the VM can be preempted at any moment (a conversation then drops) and, as a "
-            "preemptible VM, is stopped after 24 h at most."
-        )
+        warnings.append(spot_caveat(bool(s.get("spot_legacy_preemptible"))))
     s.update(
         region=region,
         profile_spec=profile,
@@ -334,6 +331,30 @@ def marker_matches(description: Any, deployment: str) -> bool:
     """
     words = parse_marker(description)
     return words.get("managed-by") == MANAGED_BY_MARKER.split("=", 1)[1] and words.get("deployment") == deployment
+
+
+def spot_caveat(legacy_preemptible: bool) -> str:
+    """What a user accepts with gcp_spot (printed by plan, preflight and provision)."""
+    if legacy_preemptible:
+        return ("gcp_spot with gcp_spot_legacy_preemptible: a legacy preemptible VM, about 60-90 % cheaper; Google can "
+                "stop it at any moment (a live conversation then drops mid-sentence) and always stops it after 24 h. "
+                "`make start` starts it again (disk, IP and weights are kept).")
+    return ("gcp_spot is true: a Spot VM, about 60-90 % cheaper; Google can preempt it at any moment with 30 s notice "
+            "(a live conversation then drops mid-sentence). On preemption it is STOPPED, not deleted: disk, IP and "
+            "weights are kept and `make start` resumes it (when Spot capacity is available again).")
+
+
+def scheduling_spec(spot: bool, legacy_preemptible: bool) -> dict[str, Any]:
+    """The VM's scheduling in the Compute API's own names (instances.insert, Scheduling).
+
+    Spot: provisioningModel SPOT + instanceTerminationAction STOP (preemption stops the VM; DELETE would
+    lose the disk), as in Google's "Create and use Spot VMs" page and its samples. google.cloud 1.10's
+    gcp_compute_instance has no field for either, so a Spot VM is created by gcp_compute_instance_insert.
+    """
+    if spot and not legacy_preemptible:
+        return {"onHostMaintenance": "TERMINATE", "automaticRestart": False, "preemptible": True,
+                "provisioningModel": "SPOT", "instanceTerminationAction": "STOP"}
+    return {"onHostMaintenance": "TERMINATE", "automaticRestart": not spot, "preemptible": spot}
 
 
 def resource_names(deployment: str) -> dict[str, str]:
@@ -505,6 +526,9 @@ def build_spec(settings: dict[str, Any], profiles: dict[str, Any], images: dict[
                     "automatic_restart": not spot,
                     "preemptible": spot,
                 },
+                # Spot (default with gcp_spot) vs the legacy preemptible model; REST names (scheduling_spec).
+                "provisioning_model": "SPOT" if spot and not s.get("spot_legacy_preemptible") else "STANDARD",
+                "scheduling_api": scheduling_spec(spot, bool(s.get("spot_legacy_preemptible"))),
                 "boot_disk": {
                     "size_gb": s["disk_size_gb"],
                     "type": s["disk_type"],
@@ -534,6 +558,7 @@ def build_spec(settings: dict[str, Any], profiles: dict[str, Any], images: dict[
         "deployment": deployment,
         "profile": s["profile"],
         "spot": spot,
+        "provisioning_model": "SPOT" if spot and not s.get("spot_legacy_preemptible") else "STANDARD",
         "names": names,
         "service_account_email": sa_email,
         "labels": labels,

@@ -32,6 +32,12 @@ def diff_instance(fields: dict[str, Any], current: dict[str, Any], deployment: s
             changes.append(f"{d['text']} (cannot be done in place: {d['how']})")
         else:
             changes.append(d["text"])
+    sched = current.get("scheduling") or {}
+    want_model = fields.get("provisioning_model")
+    have_model = sched.get("provisioningModel") or "STANDARD"
+    if want_model and (want_model == "SPOT") != (have_model == "SPOT"):
+        changes.append(f"provisioning model {have_model} -> {want_model} (kept: a VM's provisioning model is set at creation; "
+                       "teardown and deploy again to change it, the bucket keeps the weights)")
     return changes
 
 

@@ -82,6 +82,8 @@ def make_plan(params: dict[str, Any], client_factory: Any = client_from_params) 
         int(settings["disk_size_gb"]),
         float(settings.get("bucket_expected_gb") or 18),
         float(settings.get("credits_usd") or 300),
+        float(settings.get("hours_per_day") or 8),
+        float(settings.get("idle_stop_minutes") if settings.get("idle_stop_minutes") not in (None, "") else 30),
     )
     if spec["region"] != params["prices"]["region"]:
         spec["warnings"].append(
@@ -113,6 +115,7 @@ def make_plan(params: dict[str, Any], client_factory: Any = client_from_params) 
         "deployment": spec["deployment"],
         "profile": spec["profile"],
         "spot": spec["spot"],
+        "provisioning_model": spec.get("provisioning_model", "STANDARD"),
         "names": spec["names"],
         "service_account_email": spec["service_account_email"],
         "labels": spec["labels"],

@@ -38,6 +38,14 @@ class FakeGcp:
         self.regional_quotas: dict[str, tuple[float, float]] = {"CPUS": (24.0, 0.0), "NVIDIA_T4_GPUS": (0.0, 0.0)}
         self.global_quotas: dict[str, tuple[float, float]] = {"GPUS_ALL_REGIONS": (0.0, 0.0)}
         self.zone_gpus = {"us-central1-a": {"nvidia-tesla-t4", "nvidia-l4", "nvidia-tesla-a100"}}
+        # Cloud Billing: the project's billing account, its currency, the caller's permissions on it,
+        # and the budgets on it (Budget API v1).
+        self.project_number = "123456789012"
+        self.billing_account = "012345-6789AB-CDEF01"
+        self.billing_currency = "USD"
+        self.billing_permissions = {"billing.budgets.create", "billing.budgets.delete", "billing.budgets.get",
+                                    "billing.budgets.list", "billing.budgets.update"}
+        self.budgets: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
         self.bodies: list[tuple[str, str, Any]] = []  # (method, host+path, JSON body) of every call
         self.ids = itertools.count(1000)
@@ -96,6 +104,10 @@ class FakeGcp:
                 return self.handle_crm(path, body)
             if host == "storage.googleapis.com":
                 return self.handle_storage(method, path, query, body)
+            if host == "cloudbilling.googleapis.com":
+                return self.handle_cloudbilling(method, path, body)
+            if host == "billingbudgets.googleapis.com":
+                return self.handle_budgets(method, path, query, body)
             if host == "oslogin.googleapis.com":
                 return self.handle_oslogin(method, unquote(path), body)
             return 404, _error(404, f"fake: no route for {method} {host}{path}")
@@ -199,6 +211,11 @@ class FakeGcp:
             res.setdefault("priority", 1000)
             res["network"] = self._full(self.project, res.get("network", "global/networks/default"))
         if collection == "instances":
+            refused = check_scheduling(res.get("scheduling") or {})
+            if refused:
+                return 400, _error(400, refused, "INVALID_ARGUMENT")
+            if (res.get("scheduling") or {}).get("provisioningModel") == "SPOT":
+                res["scheduling"].setdefault("preemptible", True)  # the API reports Spot VMs as preemptible too
             zone = scope.split("/")[-1]
             res.update(status="RUNNING", zone=f"{WWW}/{scope}",
                        machineType=self._full(self.project, res["machineType"]))
@@ -228,6 +245,22 @@ class FakeGcp:
                 res["region"] = f"{WWW}/{scope}"
         self.compute[key] = res
         return 200, self._op(key, "insert", scope)
+
+    def preempt(self, key: str) -> None:
+        """Compute Engine reclaims a Spot/preemptible VM: STOP keeps it TERMINATED, DELETE removes it
+        (https://cloud.google.com/compute/docs/instances/spot#preemption-process); a zone operation
+        of type compute.instances.preempted records it, as the real API lists it."""
+        with self.lock:
+            vm = self.compute[key]
+            sched = vm.get("scheduling") or {}
+            if not (sched.get("preemptible") or sched.get("provisioningModel") == "SPOT"):
+                raise ValueError(f"{key} is a standard VM: Compute Engine does not preempt it")
+            scope = key.split("/instances/")[0]
+            self._op(key, "compute.instances.preempted", scope)
+            if sched.get("instanceTerminationAction") == "DELETE":
+                del self.compute[key]
+            else:
+                vm["status"] = "TERMINATED"
 
     def instance_action(self, scope: str, key: str, vm: dict[str, Any], verb: str, body: dict[str, Any],
                         query: dict[str, list[str]] | None = None) -> tuple[int, Any]:
@@ -455,6 +488,63 @@ class FakeGcp:
                     attached["diskSizeGb"] = disk["sizeGb"]
         return 200, self._op(key, "resizeDisk", scope)
 
+    def handle_cloudbilling(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        """projects.getBillingInfo and billingAccounts.testIamPermissions (Cloud Billing API v1)."""
+        if method == "GET" and path == f"/v1/projects/{self.project}/billingInfo":
+            return 200, {"name": f"projects/{self.project}/billingInfo", "projectId": self.project,
+                         "billingAccountName": f"billingAccounts/{self.billing_account}" if self.billing_account else "",
+                         "billingEnabled": bool(self.billing_account)}
+        m = re.match(r"^/v1/billingAccounts/([^/:]+):testIamPermissions$", path)
+        if method == "POST" and m:
+            if m.group(1) != self.billing_account:
+                return 403, _error(403, f"The caller does not have permission on billingAccounts/{m.group(1)}", "PERMISSION_DENIED")
+            return 200, {"permissions": sorted(p for p in body.get("permissions", []) if p in self.billing_permissions)}
+        return 404, _error(404, f"fake cloudbilling: no route for {method} {path}")
+
+    def handle_budgets(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
+        """budgets.create/list/get/patch/delete of the Cloud Billing Budget API v1
+        (https://cloud.google.com/billing/docs/reference/budget/rest/v1/billingAccounts.budgets)."""
+        m = re.match(r"^/v1/billingAccounts/([^/]+)/budgets(?:/([^/]+))?$", path)
+        if not m:
+            return 404, _error(404, f"fake billingbudgets: no route for {path}")
+        account, budget_id = m.groups()
+        verb = {"POST": "create", "GET": "get" if budget_id else "list", "PATCH": "update", "DELETE": "delete"}.get(method, "?")
+        if account != self.billing_account or f"billing.budgets.{verb}" not in self.billing_permissions:
+            return 403, _error(403, f"The caller does not have permission billing.budgets.{verb} on billingAccounts/{account}.",
+                               "PERMISSION_DENIED")
+        prefix = f"billingAccounts/{account}/budgets/"
+        if method == "GET" and budget_id is None:
+            return 200, {"budgets": [b for k, b in self.budgets.items() if k.startswith(prefix)]}
+        if method == "POST" and budget_id is None:
+            problem = _budget_problem(body or {}, self.billing_currency, self.project_number)
+            if problem:
+                return 400, _error(400, problem, "INVALID_ARGUMENT")
+            name = f"{prefix}{next(self.ids):08x}-0000-4000-8000-000000000000"
+            budget = dict(json.loads(json.dumps(body)), name=name, etag=f"e{next(self.ids)}")
+            budget.setdefault("notificationsRule", {})  # default: e-mails to the billing account's IAM recipients
+            self.budgets[name] = budget
+            return 200, budget
+        name = f"{prefix}{budget_id}"
+        if name not in self.budgets:
+            return 404, _error(404, f"Budget {name} not found.", "NOT_FOUND")
+        if method == "GET":
+            return 200, self.budgets[name]
+        if method == "DELETE":
+            del self.budgets[name]
+            return 200, {}
+        if method == "PATCH":
+            if body.get("etag") and body["etag"] != self.budgets[name]["etag"]:
+                return 409, _error(409, "The budget was changed concurrently (etag mismatch).", "ABORTED")
+            mask = [f for f in query.get("updateMask", [""])[0].split(",") if f]
+            merged = dict(self.budgets[name], **{k: v for k, v in body.items() if k in mask})
+            problem = _budget_problem({k: v for k, v in merged.items() if k != "name"}, self.billing_currency, self.project_number)
+            if problem:
+                return 400, _error(400, problem, "INVALID_ARGUMENT")
+            merged["etag"] = f"e{next(self.ids)}"
+            self.budgets[name] = merged
+            return 200, merged
+        return 404, _error(404, f"fake billingbudgets: no route for {method} {path}")
+
     def handle_serviceusage(self, method: str, path: str) -> tuple[int, Any]:
         m = re.match(r"^/v1/projects/([^/]+)/services/([^/:]+)(:enable)?$", path)
         if not m:
@@ -488,6 +578,8 @@ class FakeGcp:
         return 200, self.service_accounts[email]
 
     def handle_crm(self, path: str, body: Any) -> tuple[int, Any]:
+        if path == f"/v1/projects/{self.project}":  # projects.get (v1): the budget filter needs the number
+            return 200, {"projectNumber": self.project_number, "projectId": self.project, "lifecycleState": "ACTIVE", "name": self.project}
         if path.endswith(":getIamPolicy"):
             return 200, self.project_policy
         if path.endswith(":setIamPolicy"):
@@ -585,6 +677,54 @@ def _invalid(message: str, reason: str = "invalid", code: int = 400) -> dict[str
     status = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 412: "FAILED_PRECONDITION"}.get(code, "FAILED_PRECONDITION")
     return {"error": {"code": code, "message": message, "status": status,
                       "errors": [{"message": message, "domain": "global", "reason": reason}]}}
+
+BUDGET_FIELDS = ("displayName", "budgetFilter", "amount", "thresholdRules", "notificationsRule", "etag")
+
+
+def _budget_problem(budget: dict[str, Any], currency: str, project_number: str) -> str:
+    """What budgets.create/patch refuse (Budget API v1 reference, Budget, ThresholdRule, Filter):
+    an amount is required and its currency must be the billing account's; thresholdPercent must be
+    positive; displayName at most 60 characters; projects are named projects/{number}."""
+    unknown = [k for k in budget if k not in BUDGET_FIELDS]
+    if unknown:
+        return f"Invalid JSON payload received. Unknown name \"{unknown[0]}\" at 'budget'."
+    if len(str(budget.get("displayName", ""))) > 60:
+        return "budget.display_name must be at most 60 characters."
+    amount = (budget.get("amount") or {}).get("specifiedAmount")
+    if amount is None and "lastPeriodAmount" not in (budget.get("amount") or {}):
+        return "budget.amount is required."
+    if amount is not None and amount.get("currencyCode", currency) != currency:
+        return f"The currency code {amount.get('currencyCode')} does not match the billing account's currency {currency}."
+    for rule in budget.get("thresholdRules") or []:
+        if not float(rule.get("thresholdPercent", 0)) > 0:
+            return "budget.threshold_rules.threshold_percent must be positive."
+        if rule.get("spendBasis", "CURRENT_SPEND") not in ("CURRENT_SPEND", "FORECASTED_SPEND"):
+            return "budget.threshold_rules.spend_basis is invalid."
+    for project in (budget.get("budgetFilter") or {}).get("projects") or []:
+        if project != f"projects/{project_number}":
+            return f"budget.budget_filter.projects: {project} is not a project of this billing account (projects/{{number}})."
+    return ""
+
+
+def check_scheduling(sched: dict[str, Any]) -> str:
+    """What instances.insert refuses in `scheduling` (Compute API reference, Scheduling, and "Create and
+    use Spot VMs": a Spot VM cannot restart automatically nor live-migrate; instanceTerminationAction
+    applies to Spot VMs; provisioningModel takes STANDARD or SPOT here). Empty when accepted."""
+    model = sched.get("provisioningModel", "STANDARD")
+    if model not in ("STANDARD", "SPOT"):
+        return f"Invalid value for field 'resource.scheduling.provisioningModel': '{model}'."
+    if model == "SPOT":
+        if sched.get("automaticRestart") is True:
+            return "Invalid value for field 'resource.scheduling.automaticRestart': 'true'. Spot VMs cannot be restarted automatically."
+        if sched.get("onHostMaintenance", "TERMINATE") != "TERMINATE":
+            return "Invalid value for field 'resource.scheduling.onHostMaintenance': Spot VMs must use TERMINATE."
+    if sched.get("instanceTerminationAction") and model != "SPOT":
+        return "Invalid value for field 'resource.scheduling.instanceTerminationAction': only Spot VMs take a termination action."
+    if sched.get("instanceTerminationAction") not in (None, "STOP", "DELETE"):
+        return f"Invalid value for field 'resource.scheduling.instanceTerminationAction': '{sched['instanceTerminationAction']}'."
+    if sched.get("preemptible") and sched.get("automaticRestart") is True:
+        return "Invalid value for field 'resource.scheduling.automaticRestart': preemptible VMs cannot be restarted automatically."
+    return ""
 
 
 def _error(code: int, message: str, status: str = "") -> dict[str, Any]:

@@ -178,7 +178,8 @@ def test_provision_l4_spot_iap_with_application_default_credentials(cloud, tmp_p
     assert proc.returncode == 0, proc.stdout[-3000:]
     vm = fake.compute[VM]
     assert vm["status"] == "RUNNING" and vm["machineType"].endswith("/g2-standard-4")
-    assert vm["scheduling"] == {"onHostMaintenance": "TERMINATE", "automaticRestart": False, "preemptible": True}
+    assert vm["scheduling"] == {"onHostMaintenance": "TERMINATE", "automaticRestart": False, "preemptible": True,
+                                "provisioningModel": "SPOT", "instanceTerminationAction": "STOP"}
     sent = next(b for m, path, b in fake.bodies if m == "POST" and path.endswith("/zones/us-central1-a/instances"))
     assert not sent.get("guestAccelerators")
     assert [a["acceleratorType"].rsplit("/", 1)[-1] for a in vm["guestAccelerators"]] == ["nvidia-l4"]
