@@ -1,25 +1,32 @@
 #!/usr/bin/env bash
-# Prepare this machine for the app's browser test (app/tests/test_browser_ui.py): Debian's
-# chromium, driven by Playwright (a pinned test extra of app/) through executable_path.
-# Playwright's own browser download is never used (no such download is reachable).
-# Idempotent: installs only when missing; concurrent callers serialise on a lock.
+# Prepare this machine for the app's tests that drive real Debian programs:
+#   - app/tests/test_browser_ui.py: Debian's chromium, driven by Playwright (a pinned test extra
+#     of app/) through executable_path; Playwright's own browser download is never used.
+#   - app/tests/test_fleet_simulation.py: Debian's haproxy in front of local voice servers.
+# Idempotent: installs only what is missing; concurrent callers serialise on a lock.
 set -euo pipefail
 
 CHROMIUM="${PERSONAPLEX_CHROMIUM:-/usr/bin/chromium}"
 LOCK=/var/lock/personaplex-app-test-prepare.lock
 
-if [[ -x $CHROMIUM ]]; then
-  exit 0
-fi
+missing() {  # the Debian packages whose program is not there
+  [[ -x $CHROMIUM ]] || echo chromium
+  command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || echo haproxy
+}
+
+need=$(missing)
+[[ -z $need ]] && exit 0
 if [[ $(id -u) -ne 0 ]]; then
-  echo "app-test-prepare: $CHROMIUM is missing; install it with: sudo apt-get install -y chromium" >&2
+  echo "app-test-prepare: missing $(echo $need); install with: sudo apt-get install -y $(echo $need)" >&2
   exit 1
 fi
 exec 9>"$LOCK"
 flock 9
-if [[ ! -x $CHROMIUM ]]; then
-  echo "app-test-prepare: installing chromium (Debian package)"
+need=$(missing)
+if [[ -n $need ]]; then
+  echo "app-test-prepare: installing $(echo $need) (Debian packages)"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  # shellcheck disable=SC2086  # one word per package
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
 fi
 "$CHROMIUM" --version
