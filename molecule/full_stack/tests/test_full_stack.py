@@ -156,9 +156,7 @@ def test_private_key_not_world_readable(host, path):
 def test_sandbox_exposure_at_most_2(host):
     """`systemd-analyze security` rates the CPU profile's unit 2.0 or better (issue 8)."""
     out = host.check_output(f"systemd-analyze security --no-pager {SERVICE}.service")
-    match = next(
-        line for line in out.splitlines() if line.startswith("→ Overall exposure level")
-    )
+    match = next(line for line in out.splitlines() if line.startswith("→ Overall exposure level"))
     exposure = float(match.split(":", 1)[1].split()[0])
     assert exposure <= 2.0, out
     # The settings that brought it there (each would raise it if dropped).

@@ -170,7 +170,8 @@ def test_persistenced_override_turns_persistence_mode_on(host):
     exec_start = host.check_output("systemctl show -p ExecStart --value nvidia-persistenced")
     assert "--persistence-mode" in exec_start
     assert "--no-persistence-mode" not in exec_start
-    assert host.check_output("systemctl show -p StopWhenUnneeded --value nvidia-persistenced") == "no"
+    stop_when_unneeded = "systemctl show -p StopWhenUnneeded --value nvidia-persistenced"
+    assert host.check_output(stop_when_unneeded) == "no"
 
 
 def test_persistenced_started_at_boot_although_static(host):
