@@ -11,6 +11,7 @@ Debian GCE image some weeks old. They run from the control node after the conver
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -30,15 +31,16 @@ CONVERGE = Path(__file__).resolve().parent.parent / "converge.yml"
 GONE = "6.1.0-1-standin-amd64"
 
 
-def run_role(*extra: str) -> subprocess.CompletedProcess[str]:
+def run_role(reboot_allowed: bool, *options: str) -> subprocess.CompletedProcess[str]:
+    extra = {"__nvidia_driver_running_kernel": GONE, "nvidia_driver_reboot_allowed": reboot_allowed}
     cmd = [
         "ansible-playbook",
         "-i",
         os.environ["MOLECULE_INVENTORY_FILE"],
         str(CONVERGE),
         "-e",
-        f"__nvidia_driver_running_kernel={GONE}",
-        *extra,
+        json.dumps(extra),
+        *options,
     ]
     return subprocess.run(
         cmd, capture_output=True, text=True, env=PLAIN_ENV, timeout=600, check=False
@@ -56,7 +58,7 @@ def task_result(output: str, task: str) -> str:
 
 def test_stops_with_what_to_do_when_reboots_are_not_allowed(host):
     before = host.check_output("dpkg-query -W linux-image-standin-amd64")
-    result = run_role("-e", "nvidia_driver_reboot_allowed=false")
+    result = run_role(False)
     assert result.returncode != 0
     out = " ".join(result.stdout.split())
     assert f"linux-headers-{GONE}" in out
@@ -67,7 +69,7 @@ def test_stops_with_what_to_do_when_reboots_are_not_allowed(host):
 
 
 def test_upgrades_kernel_and_headers_then_reboots_when_allowed(host):
-    result = run_role("--check", "-e", "nvidia_driver_reboot_allowed=true")
+    result = run_role(True, "--check")
     assert result.returncode == 0, result.stdout[-3000:]
     out = result.stdout
     assert task_result(out, "Upgrade the kernel and its headers together") == "changed"

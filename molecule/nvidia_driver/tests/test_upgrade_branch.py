@@ -9,6 +9,7 @@ the scenario's other tests can run again on this instance.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -35,7 +36,7 @@ def converge(branch: int) -> subprocess.CompletedProcess[str]:
         os.environ["MOLECULE_INVENTORY_FILE"],
         str(CONVERGE),
         "-e",
-        f"nvidia_driver_branch={branch}",
+        json.dumps({"nvidia_driver_branch": branch}),
     ]
     return subprocess.run(
         cmd, capture_output=True, text=True, env=PLAIN_ENV, timeout=900, check=False
@@ -43,10 +44,13 @@ def converge(branch: int) -> subprocess.CompletedProcess[str]:
 
 
 def selections(host) -> dict[str, tuple[str, str]]:
-    out = host.check_output("dpkg-query -W -f '${Package} ${Version} ${db:Status-Want}\\n'")
+    """Installed packages: name -> (version, selection)."""
+    out = host.check_output(
+        "dpkg-query -W -f '${Package} ${Version} ${db:Status-Want} ${db:Status-Status}\\n'"
+    )
     rows = (line.split() for line in out.splitlines())
-    # Packages dpkg only remembers (removed, no version) have fewer fields.
-    return {row[0]: (row[1], row[2]) for row in rows if len(row) == 3}
+    # Removed packages dpkg still remembers (config files) are not "installed".
+    return {row[0]: (row[1], row[2]) for row in rows if len(row) == 4 and row[3] == "installed"}
 
 
 def test_branch_change_moves_pins_and_holds(host):
