@@ -247,6 +247,7 @@ def _stub_script(name: str, behaviour: str) -> str:
         return textwrap.dedent(f"""\
             #!/usr/bin/env python3
             # {banner}
+            import os
             import sys
             args = sys.argv[1:]
             print("{banner}", file=sys.stderr)
@@ -254,7 +255,10 @@ def _stub_script(name: str, behaviour: str) -> str:
                 print("NVIDIA Container Toolkit CLI version {{version}} (stand-in)")
                 sys.exit(0)
             if args[:2] == ["cdi", "generate"]:
-                out = None
+                # Like the real CLI: --output, else the NVIDIA_CTK_CDI_OUTPUT_FILE_PATH
+                # environment variable (what nvidia-cdi-refresh.service sets); the
+                # output's directory is created.
+                out = os.environ.get("NVIDIA_CTK_CDI_OUTPUT_FILE_PATH")
                 for i, a in enumerate(args):
                     if a.startswith("--output="):
                         out = a.split("=", 1)[1]
@@ -266,6 +270,7 @@ def _stub_script(name: str, behaviour: str) -> str:
                     "  - name: all\\n    containerEdits: {{}}\\ncontainerEdits: {{}}\\n"
                 )
                 if out:
+                    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
                     with open(out, "w", encoding="utf-8") as fh:
                         fh.write(spec)
                 else:
