@@ -115,6 +115,8 @@ class PackageSpec:
     description: str
     depends: list[str] = field(default_factory=list)
     provides: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    source: str = ""
     files: list[FileEntry] = field(default_factory=list)
     conffiles: list[str] = field(default_factory=list)
     section: str = "multiverse/devel"
@@ -191,6 +193,8 @@ def parse_spec(raw: Mapping[str, Any], variables: Mapping[str, str]) -> list[Rep
                         description=_subst(str(_require(p_raw, "description", p_where)), pvars),
                         depends=[_subst(str(d), pvars) for d in p_raw.get("depends", [])],
                         provides=[_subst(str(d), pvars) for d in p_raw.get("provides", [])],
+                        conflicts=[_subst(str(d), pvars) for d in p_raw.get("conflicts", [])],
+                        source=_subst(str(p_raw.get("source", "")), pvars),
                         files=[
                             _parse_file(f, f"{p_where} {name}", pvars)
                             for f in p_raw.get("files", [])
@@ -243,6 +247,7 @@ def _stub_script(name: str, behaviour: str) -> str:
         return textwrap.dedent(f"""\
             #!/usr/bin/env python3
             # {banner}
+            import os
             import sys
             args = sys.argv[1:]
             print("{banner}", file=sys.stderr)
@@ -250,7 +255,10 @@ def _stub_script(name: str, behaviour: str) -> str:
                 print("NVIDIA Container Toolkit CLI version {{version}} (stand-in)")
                 sys.exit(0)
             if args[:2] == ["cdi", "generate"]:
-                out = None
+                # Like the real CLI: --output, else the NVIDIA_CTK_CDI_OUTPUT_FILE_PATH
+                # environment variable (what nvidia-cdi-refresh.service sets); the
+                # output's directory is created.
+                out = os.environ.get("NVIDIA_CTK_CDI_OUTPUT_FILE_PATH")
                 for i, a in enumerate(args):
                     if a.startswith("--output="):
                         out = a.split("=", 1)[1]
@@ -262,6 +270,7 @@ def _stub_script(name: str, behaviour: str) -> str:
                     "  - name: all\\n    containerEdits: {{}}\\ncontainerEdits: {{}}\\n"
                 )
                 if out:
+                    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
                     with open(out, "w", encoding="utf-8") as fh:
                         fh.write(spec)
                 else:
@@ -272,6 +281,18 @@ def _stub_script(name: str, behaviour: str) -> str:
                 sys.exit(0)
             print("stand-in nvidia-ctk: unsupported arguments: " + " ".join(args), file=sys.stderr)
             sys.exit(2)
+            """)
+    if behaviour == "forking-daemon":
+        # Like a Type=forking daemon: the parent exits 0 once a child runs. The
+        # arguments it was started with are recorded, so a test can see which
+        # ExecStart (packaged unit or override) systemd used.
+        return textwrap.dedent(f"""\
+            #!/bin/sh
+            # {banner}
+            mkdir -p /run/standin
+            echo "$*" > /run/standin/{name}.args
+            setsid sleep infinity </dev/null >/dev/null 2>&1 &
+            exit 0
             """)
     if behaviour == "runc-passthrough":
         return textwrap.dedent(f"""\
@@ -406,8 +427,11 @@ class Builder:
             elif entry.kind == "elf-lib":
                 _elf_lib(self.workdir, entry.value, target)
             target.chmod(entry.mode)
-        control = [
-            f"Package: {pkg.name}",
+        control = [f"Package: {pkg.name}"]
+        if pkg.source:
+            # apt's `Package: src:NAME` pins match binary packages by this field.
+            control.append(f"Source: {pkg.source}")
+        control += [
             f"Version: {pkg.version}",
             f"Architecture: {pkg.architecture}",
             "Maintainer: PersonaPlex test harness <standin-apt@invalid>",
@@ -418,6 +442,8 @@ class Builder:
             control.append("Depends: " + ", ".join(pkg.depends))
         if pkg.provides:
             control.append("Provides: " + ", ".join(pkg.provides))
+        if pkg.conflicts:
+            control.append("Conflicts: " + ", ".join(pkg.conflicts))
         summary, _, body = pkg.description.strip().partition("\n")
         control.append(f"Description: STAND-IN {summary.strip()}")
         body_lines = [line.strip() for line in body.strip().splitlines() if line.strip()]

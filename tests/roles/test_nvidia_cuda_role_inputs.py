@@ -22,10 +22,11 @@ ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 
 
 def run_role(
-    role: str, extra: dict[str, object], check: bool = True
+    role: str, extra: dict[str, object], check: bool = True, path_prepend: str = ""
 ) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
+        "PATH": f"{path_prepend}:{os.environ['PATH']}" if path_prepend else os.environ["PATH"],
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
         "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
         "ANSIBLE_NOCOLOR": "1",
@@ -186,3 +187,36 @@ def test_gpu_host_without_module_explains_dkms(tmp_path: Path) -> None:
     assert "dkms status" in result.stdout
     assert "Reboot to load" not in result.stdout
     assert "List the GPUs with nvidia-smi" not in result.stdout
+
+
+@pytest.mark.parametrize("recorded", [False, True])
+def test_own_install_is_never_taken_for_a_preinstalled_driver(
+    tmp_path: Path, recorded: bool
+) -> None:
+    """A working 580 driver is left alone, unless this role's record says it installed it.
+
+    Without the record a rerun on a host the role set up would skip holds, persistence
+    mode and a branch change (issue 8). Detection only, in check mode; nvidia-smi is a
+    stand-in that answers like a working driver.
+    """
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 580.105.08\n")
+    smi.chmod(0o755)
+    record = tmp_path / "nvidia_driver.fact"
+    if recorded:
+        record.write_text('{"branch": 580, "kernel_modules": "open"}\n')
+    result = run_role(
+        "nvidia_driver",
+        {
+            "role_tasks_from": "detect",
+            "__nvidia_driver_pci_devices": fake_pci(tmp_path, ["0x10de"]),
+            "__nvidia_driver_secure_boot_efivar": fake_secure_boot(tmp_path, enabled=False),
+            "__nvidia_driver_record_file": str(record),
+        },
+        path_prepend=str(bin_dir),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    kept = "A working NVIDIA driver 580.105.08 is already installed" in result.stdout
+    assert kept is not recorded

@@ -86,3 +86,11 @@ def test_service_enabled_and_active(host):
 
 def test_user_in_docker_group(host):
     assert "docker" in host.user("molecule-docker-user").groups
+
+
+def test_preexisting_docker_list_replaced(host):
+    # prepare.yml seeds docker.list with another Signed-By for the same repository.
+    assert not host.file("/etc/apt/sources.list.d/docker.list").exists
+    cmd = host.run("apt-get update")
+    assert cmd.rc == 0, cmd.stderr
+    assert "Conflicting values" not in cmd.stdout + cmd.stderr

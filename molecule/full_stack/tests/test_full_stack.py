@@ -151,3 +151,15 @@ def test_venv_owned_by_service_user_with_app(host):
 def test_private_key_not_world_readable(host, path):
     f = host.file(path)
     assert f.mode & 0o007 == 0
+
+
+def test_sandbox_exposure_at_most_2(host):
+    """`systemd-analyze security` rates the CPU profile's unit 2.0 or better (issue 8)."""
+    out = host.check_output(f"systemd-analyze security --no-pager {SERVICE}.service")
+    match = next(line for line in out.splitlines() if line.startswith("→ Overall exposure level"))
+    exposure = float(match.split(":", 1)[1].split()[0])
+    assert exposure <= 2.0, out
+    # The settings that brought it there (each would raise it if dropped).
+    for setting in ("SystemCallFilter=~@privileged", "ProtectProc=", "PrivateUsers=", "RemoveIPC="):
+        row = next(line for line in out.splitlines() if setting in line)
+        assert row.startswith("✓"), row

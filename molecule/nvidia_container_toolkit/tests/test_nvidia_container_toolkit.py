@@ -131,3 +131,11 @@ def test_gpu_container_sees_the_gpu(host):
         pytest.skip("GPU only: no NVIDIA PCI device (vendor 0x10de) on this host")
     out = host.check_output("docker run --rm --gpus all ubuntu:24.04 nvidia-smi -L")
     assert out.startswith("GPU 0:")
+
+
+def test_preexisting_one_line_source_replaced(host):
+    # prepare.yml seeds NVIDIA's documented .list with another Signed-By.
+    assert not host.file("/etc/apt/sources.list.d/nvidia-container-toolkit.list").exists
+    cmd = host.run("apt-get update")
+    assert cmd.rc == 0, cmd.stderr
+    assert "Conflicting values" not in cmd.stdout + cmd.stderr

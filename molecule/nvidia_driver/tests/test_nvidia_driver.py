@@ -8,6 +8,8 @@ machinery, signatures, pinning, holds, modprobe.d, initramfs and systemd are rea
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 REPO_URL = "http://127.0.0.1:8765/compute/cuda/repos/debian12/x86_64/"
@@ -26,6 +28,13 @@ DRIVER_PACKAGES = [
     "libnvidia-ml1",
     "nvidia-smi",
     "nvidia-persistenced",
+    "nvidia-modprobe",
+    # The GL/EGL/GLX/GLES libraries: no nvidia- or libnvidia- prefix.
+    "nvidia-driver-libs",
+    "libegl-nvidia0",
+    "libglx-nvidia0",
+    "libgles-nvidia2",
+    "libgl1-nvidia-glvnd-glx",
 ]
 
 
@@ -154,12 +163,102 @@ def test_initramfs_rebuilt_with_blacklist(host):
         assert "etc/modprobe.d/blacklist-nouveau.conf" in listing, initrd
 
 
-def test_persistenced_enabled_not_started_without_gpu(host):
-    # Baking mode: enabled so it starts on the GPU VM made from this image; not
-    # started here, where there is no GPU to keep initialised.
+def test_persistenced_override_turns_persistence_mode_on(host):
+    # The packaged unit (stand-in shaped like the real one) runs --no-persistence-mode.
+    packaged = host.file("/lib/systemd/system/nvidia-persistenced.service").content_string
+    assert "--no-persistence-mode" in packaged
+    exec_start = host.check_output("systemctl show -p ExecStart --value nvidia-persistenced")
+    assert "--persistence-mode" in exec_start
+    assert "--no-persistence-mode" not in exec_start
+    stop_when_unneeded = "systemctl show -p StopWhenUnneeded --value nvidia-persistenced"
+    assert host.check_output(stop_when_unneeded) == "no"
+
+
+def test_persistenced_started_at_boot_although_static(host):
+    # The packaged unit has no [Install]: "enabled" means nothing. multi-user.target
+    # must want it.
+    assert host.check_output("systemctl is-enabled nvidia-persistenced || true") == "static"
+    wants = host.check_output("systemctl show -p Wants --value multi-user.target").split()
+    assert "nvidia-persistenced.service" in wants
+
+
+def test_persistenced_stays_up_in_persistence_mode_when_started(host):
+    """Started by hand, the daemon stays (StopWhenUnneeded off) with the override's args."""
     svc = host.service("nvidia-persistenced")
-    assert svc.is_enabled
+    # Baking mode, no GPU: the role does not start it.
     assert not svc.is_running
+    host.run_test("rm -f /run/standin/nvidia-persistenced.args")
+    try:
+        host.run_test("systemctl start nvidia-persistenced")
+        # StopWhenUnneeded=true would stop it at once: nothing else needs it here.
+        host.run_test("sleep 2")
+        assert host.check_output("systemctl is-active nvidia-persistenced || true") == "active"
+        args = host.file("/run/standin/nvidia-persistenced.args").content_string.split()
+        assert "--persistence-mode" in args
+        assert "--no-persistence-mode" not in args
+    finally:
+        host.run("systemctl stop nvidia-persistenced")
+
+
+def test_nvidia_uvm_loaded_at_boot(host):
+    f = host.file("/etc/modules-load.d/nvidia.conf")
+    assert f.mode == 0o644
+    modules = [
+        line.strip() for line in f.content_string.splitlines() if line.strip() and line[0] != "#"
+    ]
+    assert modules == ["nvidia", "nvidia-uvm"]
+
+
+def test_install_recorded_as_the_roles_own(host):
+    f = host.file("/etc/ansible/facts.d/nvidia_driver.fact")
+    record = json.loads(f.content_string)
+    assert record["branch"] == int(BRANCH)
+    assert record["kernel_modules"] == "open"
+
+
+def test_nvidias_pin_file_from_the_pinning_package(host):
+    # NVIDIA's pinning package writes this one file (src: rules, priority 1000).
+    assert host.check_output("dpkg -S /etc/apt/preferences.d/nvidia-driver-pin").startswith(
+        f"nvidia-driver-pinning-{BRANCH}:"
+    )
+
+
+@pytest.mark.parametrize("name", DRIVER_PACKAGES)
+def test_apt_candidate_stays_on_branch(host, name):
+    # The pin must cover every driver package: apt's candidate is the branch's
+    # version although 590 is newer (an `apt-get upgrade` would otherwise move it).
+    out = host.check_output(f"apt-cache policy {name}")
+    candidate = next(line for line in out.splitlines() if "Candidate:" in line)
+    assert candidate.split()[-1] == DRIVER_VERSION
+
+
+def test_foreign_cuda_source_removed_and_apt_works(host):
+    # prepare.yml seeds cuda-dlvm.list with another Signed-By for the same URL.
+    assert not host.file("/etc/apt/sources.list.d/cuda-dlvm.list").exists
+    cmd = host.run("apt-get update")
+    assert cmd.rc == 0, cmd.stderr
+    assert "Conflicting values" not in cmd.stdout + cmd.stderr
+
+
+KERNEL_META = ["linux-image-standin-amd64", "linux-headers-standin-amd64"]
+NEWER_KERNEL = "99.0.0-1-standin-amd64"
+
+
+def test_flavour_headers_installed(dpkg):
+    # The meta-package brings the headers of the newest kernel ABI too.
+    assert "linux-headers-standin-amd64" in dpkg
+    assert f"linux-headers-{NEWER_KERNEL}" in dpkg
+
+
+@pytest.mark.parametrize("name", KERNEL_META)
+def test_kernel_meta_packages_held(dpkg, name):
+    assert dpkg[name][1] == "hold"
+
+
+def test_upgrade_does_not_boot_a_newer_kernel(host):
+    # A newer kernel is offered; held, a full upgrade must not install its image.
+    out = host.check_output("apt-get -s dist-upgrade")
+    assert f"linux-image-{NEWER_KERNEL}" not in out
 
 
 def _has_nvidia_gpu(host) -> bool:
