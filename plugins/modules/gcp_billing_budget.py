@@ -16,7 +16,7 @@ description:
   - The billing account is O(billing_account) or, when empty, the project's own one read with the
     Cloud Billing API (C(projects.getBillingInfo)).
   - The budget is found by its display name, so reruns change nothing and O(state=absent) removes it.
-  - O(state=check) changes nothing: it reads the billing account and asks
+  - O(state=check) changes nothing; it reads the billing account and asks
     C(billingAccounts.testIamPermissions) whether the credentials may manage budgets there (they need
     roles/billing.costsManager or roles/billing.admin on the billing account).
 options:
