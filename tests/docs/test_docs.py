@@ -71,7 +71,8 @@ def declared_settings() -> set[str]:
     names |= {p.stem for p in (REPO / "plugins" / "modules").glob("*.py")}
     names |= {p.name for p in (REPO / "roles").iterdir()}
     for src in (REPO / "app" / "src").rglob("*.py"):
-        names |= set(SETTING_RE.findall(src.read_text()))
+        found = set(SETTING_RE.findall(src.read_text()))
+        names |= found | {f"{n}_total" for n in found}  # Prometheus exposes a Counter as NAME_total
     return names
 
 
