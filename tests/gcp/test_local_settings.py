@@ -147,7 +147,8 @@ def test_make_targets_need_no_settings_in_the_environment_once_init_ran(tmp_path
 
     proc, out = make("stop", tmp_path, inventory, env)
     assert proc.returncode == 0 and fake.compute[VM]["status"] == "TERMINATED", out[-3000:]
-    proc, out = make("start", tmp_path, inventory, env)
+    # Waiting for /readyz and reading the token over SSH: test_cost_control.py (nothing listens here).
+    proc, out = make("start", tmp_path, inventory, env, "ARGS=-e gcp_power_wait_ready=false -e gcp_power_show_token=false")
     assert proc.returncode == 0 and fake.compute[VM]["status"] == "RUNNING", out[-3000:]
     proc, out = make("teardown", tmp_path, inventory, env, "CONFIRM=personaplex")
     assert proc.returncode == 0, out[-3000:]
