@@ -47,6 +47,22 @@ def role_vars(name: str) -> dict[str, Any]:
     return yaml.safe_load((ROLE / "vars" / name).read_text())
 
 
+def write_service_account_key(path: Path, project: str) -> Path:
+    """A deployer key file in Google's JSON key format, with an RSA key made now (never committed):
+    google-auth signs its JWT with it and the fake's token endpoint answers."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    path.write_text(json.dumps({
+        "type": "service_account", "project_id": project, "private_key_id": "k1", "private_key": pem.decode(),
+        "client_email": f"deployer@{project}.iam.gserviceaccount.com", "client_id": "1",
+        "token_uri": "https://oauth2.googleapis.com/token"}))
+    path.chmod(0o600)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tables() -> dict[str, Any]:
     main = role_vars("main.yml")

@@ -15,9 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ANSIBLE_PLAYBOOK, REPO, run_playbook
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from conftest import ANSIBLE_PLAYBOOK, REPO, run_playbook, write_service_account_key
 from fake_gcp import FakeGcp, serve
 
 PROJECT = "my-voice-project"
@@ -98,15 +96,7 @@ def test_init_file_is_what_playbooks_read(tmp_path, inventory):
 def fake_cloud(tmp_path, inventory):
     fake = FakeGcp(PROJECT)
     server = serve(fake)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    sa_file = tmp_path / "deployer.json"
-    sa_file.write_text(json.dumps({
-        "type": "service_account", "project_id": PROJECT, "private_key_id": "k1",
-        "private_key": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()).decode(),
-        "client_email": f"deployer@{PROJECT}.iam.gserviceaccount.com", "client_id": "1",
-        "token_uri": "https://oauth2.googleapis.com/token"}))
-    sa_file.chmod(0o600)
+    sa_file = write_service_account_key(tmp_path / "deployer.json", PROJECT)
     (tmp_path / ".ssh").mkdir(mode=0o700)
     (tmp_path / ".ssh" / "id_ed25519").write_text("not used: nothing connects over SSH in this test\n")
     (tmp_path / ".ssh" / "id_ed25519.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeUserKeyForTests tester@laptop\n")
