@@ -19,6 +19,8 @@ DEFAULT_SCENARIOS=(
   # the application layer (issue 5): configure.yml end to end, then drift repair
   full_stack
   drift
+  # the README's apt-get line, make setup and make plan as root on a stock Debian 12
+  stock_debian
 )
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
