@@ -69,7 +69,7 @@ def task_section(output: str, task: str) -> str:
 
 def task_result(output: str, task: str) -> str:
     """The result word (ok/changed/skipping/fatal) printed under a task."""
-    match = re.search(r"^(ok|changed|skipping|fatal):", task_section(output, task), re.M)
+    match = re.search(r"^(ok|changed|skipping|fatal):", task_section(output, task), re.MULTILINE)
     assert match, f"no result under {task!r}:\n{output[-3000:]}"
     return match.group(1)
 
