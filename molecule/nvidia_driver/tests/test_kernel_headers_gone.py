@@ -43,7 +43,10 @@ REBOOT = "Reboot into the upgraded kernel"
 
 def run_role(reboot_allowed: bool, *options: str) -> str:
     """stdout and stderr of the converge playbook (Molecule's ansible.cfg sends failures to stderr)."""
-    extra = {"__nvidia_driver_running_kernel": GONE, "nvidia_driver_reboot_allowed": reboot_allowed}
+    extra = {
+        "__nvidia_driver_running_kernel": GONE,
+        "nvidia_driver_reboot_allowed": reboot_allowed,
+    }
     cmd = [
         "ansible-playbook",
         "-i",
@@ -69,14 +72,17 @@ def task_section(output: str, task: str) -> str:
 
 def task_result(output: str, task: str) -> str:
     """The result word (ok/changed/skipping/fatal) printed under a task."""
-    match = re.search(r"^(ok|changed|skipping|fatal):", task_section(output, task), re.MULTILINE)
+    match = re.search(
+        r"^(ok|changed|skipping|fatal):", task_section(output, task), re.MULTILINE
+    )
     assert match, f"no result under {task!r}:\n{output[-3000:]}"
     return match.group(1)
 
 
 def meta_state(host) -> str:
     return host.check_output(
-        "dpkg-query -W -f '${Package} ${Version} ${db:Status-Abbrev}\\n' " + " ".join(META)
+        "dpkg-query -W -f '${Package} ${Version} ${db:Status-Abbrev}\\n' "
+        + " ".join(META)
     )
 
 
@@ -87,7 +93,10 @@ def test_stops_with_what_to_do_when_reboots_are_not_allowed(host):
     flat = " ".join(out.split())
     assert f"linux-headers-{GONE}" in flat
     assert "no longer in the package archive" in flat
-    assert "apt-get install linux-image-standin-amd64 linux-headers-standin-amd64 && sudo reboot" in flat
+    assert (
+        "apt-get install linux-image-standin-amd64 linux-headers-standin-amd64 && sudo reboot"
+        in flat
+    )
     assert meta_state(host) == before  # nothing upgraded
 
 

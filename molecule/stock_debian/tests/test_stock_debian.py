@@ -43,10 +43,14 @@ def test_readme_apt_line_installs_what_the_commands_need(host):
 def test_make_setup_builds_the_toolchain(host):
     # With .venv/bin first on PATH, as the Makefile runs them (molecule calls ansible-config).
     for tool in ("ansible-playbook", "molecule", "ansible-lint", "pytest"):
-        result = host.run(f"PATH={REPO}/.venv/bin:$PATH {REPO}/.venv/bin/{tool} --version")
+        result = host.run(
+            f"PATH={REPO}/.venv/bin:$PATH {REPO}/.venv/bin/{tool} --version"
+        )
         assert result.rc == 0, f"{tool}: {result.stdout[-500:]} {result.stderr[-500:]}"
     # google.cloud comes with the pinned ansible package.
-    cols = host.check_output(f"{REPO}/.venv/bin/ansible-galaxy collection list google.cloud")
+    cols = host.check_output(
+        f"{REPO}/.venv/bin/ansible-galaxy collection list google.cloud"
+    )
     assert "google.cloud" in cols
 
 
