@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -24,11 +25,31 @@ def parse(argv: list[str]) -> Settings:
 def test_every_setting_but_the_secret_is_a_flag():
     parser = argparse.ArgumentParser()
     add_settings_arguments(parser)
-    flags = {a.dest for a in parser._actions if a.help != argparse.SUPPRESS}
+    flags = {a.dest for a in parser._actions if a.help != argparse.SUPPRESS} - {"help"}
     assert flags == set(Settings.model_fields) - {"access_token"}
     help_text = parser.format_help()
     assert "--no-use-compile" in help_text
     assert "PERSONAPLEX_MAX_SESSIONS" in help_text and "--access-token " not in help_text
+
+
+def test_every_flag_in_the_readme_still_works():
+    """The README's table of settings names each flag; users' scripts rely on them."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `PERSONAPLEX_(\w+)` \| ([^|]+) \|", readme, re.MULTILINE)
+    assert {name.lower() for name, _ in rows} == set(Settings.model_fields)
+    parser = cli.build_parser()
+    for name, cell in rows:
+        field, flag = name.lower(), cell.strip().strip("`")
+        if flag == "(env only)":
+            assert field == "access_token"
+        elif flag.startswith("--[no-]"):
+            yes, no = flag.replace("[no-]", ""), flag.replace("[no-]", "no-")
+            for given, value in (yes, True), (no, False):
+                assert vars(parser.parse_args(["serve", given]))[field] is value, given
+        else:
+            default = Settings.model_fields[field].default
+            value = str(default) if default is not None else "/some/path"
+            assert vars(parser.parse_args(["serve", flag, value]))[field] == value, flag
 
 
 @pytest.mark.parametrize("argv", [["--access-token", "s3cret"], ["--access-token=s3cret"]])

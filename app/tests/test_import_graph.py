@@ -116,9 +116,7 @@ def test_the_cycle_finder_finds_lazy_and_type_checking_cycles(tmp_path: Path) ->
     for rel, text in files.items():
         (pkg / rel).write_text(text)
     modules = {
-        ".".join([PACKAGE, *p.relative_to(pkg).with_suffix("").parts]).removesuffix(
-            ".__init__"
-        ): p
+        ".".join([PACKAGE, *p.relative_to(pkg).with_suffix("").parts]).removesuffix(".__init__"): p
         for p in pkg.rglob("*.py")
     }
     cycles = find_cycles(import_graph(modules))

@@ -2,9 +2,9 @@
 
 Every setting is read from the environment (prefix ``PERSONAPLEX_``) and is also a command
 line flag of ``personaplex-server serve`` (``--kebab-case-name``); the flags come from the
-model's fields (pydantic-settings' CLI source), so the two never drift apart.  Secrets are the exception: the
-access token is read from the environment or from a file, never from the command line,
-because process arguments are visible to every user of the machine.
+model's fields (pydantic-settings' CLI source), so the two never drift apart.  Secrets are
+the exception: the access token is read from the environment or from a file, never from
+the command line, because process arguments are visible to every user of the machine.
 """
 
 from __future__ import annotations
@@ -209,6 +209,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         cli_kebab_case=True,
         cli_implicit_flags=True,
         cli_show_env_vars=True,
+        cli_hide_none_type=True,
         add_argument_method=_add_argument,
     )
     parser.set_defaults(settings_source=source)

@@ -68,4 +68,3 @@ def load_real_engine(settings: Settings) -> EngineLike:
     log.info("loading model from %s", settings.model_dir)
     loaded: EngineLike = engine_pkg.Engine.load(cfg)
     return loaded
-
