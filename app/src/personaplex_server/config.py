@@ -14,14 +14,10 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, JsonValue, SecretStr, model_validator
-from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, CliSettingsSource, SettingsConfigDict
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, CliSettingsSource, CliSuppress, SettingsConfigDict
 
 ENV_PREFIX = "PERSONAPLEX_"
-
-# json_schema_extra marker for fields that must never become a command line flag.
-_NO_CLI: dict[str, JsonValue] = {"cli": False}
 
 
 class Settings(BaseSettings):
@@ -111,10 +107,9 @@ class Settings(BaseSettings):
     )
 
     # --- security & limits -------------------------------------------------------------
-    access_token: SecretStr | None = Field(
+    access_token: CliSuppress[SecretStr | None] = Field(  # never a flag: argv is public
         None,
         description="Token required from clients (query 'token' or cookie). Env/file only.",
-        json_schema_extra=_NO_CLI,
     )
     access_token_file: Path | None = Field(
         None, description="File holding the access token (alternative to the env variable)."
@@ -167,37 +162,25 @@ class Settings(BaseSettings):
 # ---------------------------------------------------------------------------------------
 
 
-class _RefuseOnCommandLine(argparse.Action):
-    """A secret given as a flag: refuse it, without repeating the value."""
+class _Refuse(argparse.Action):
+    """A secret given as a flag (CliSuppress fields): an error that does not echo it."""
 
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: str | None = None,
-    ) -> None:
-        env = ENV_PREFIX + self.dest.upper()
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any, **__: Any) -> None:
+        flag = self.option_strings[0]
         parser.error(
-            f"{self.option_strings[0]} is not accepted on the command line (every local user "
-            f"can read process arguments): set {env} or {self.option_strings[0]}-file"
+            f"{flag} is not accepted on the command line (every local user can read process "
+            f"arguments): set {ENV_PREFIX}{self.dest.upper()} or {flag}-file"
         )
 
 
 def _add_argument(parser: Any, *names: str, **kwargs: Any) -> Any:
-    info = Settings.model_fields.get(kwargs.get("dest", ""))
-    if info is not None and not _cli_enabled(info):
+    annotation = Settings.model_fields[kwargs["dest"]].annotation
+    if kwargs.get("help") == argparse.SUPPRESS:
         kwargs = {"dest": kwargs["dest"], "nargs": "?", "default": argparse.SUPPRESS}
-        kwargs.update(help=argparse.SUPPRESS, action=_RefuseOnCommandLine)
-    elif info is not None and typing.get_origin(info.annotation) is Literal:
-        kwargs["choices"] = typing.get_args(info.annotation)  # refused by argparse, as before
-        kwargs.pop("metavar", None)
+        kwargs.update(help=argparse.SUPPRESS, action=_Refuse)
+    elif typing.get_origin(annotation) is Literal:  # refused by argparse, listed in --help
+        kwargs.update(choices=typing.get_args(annotation), metavar=None)
     return parser.add_argument(*names, **kwargs)
-
-
-def _cli_enabled(info: FieldInfo) -> bool:
-    extra = info.json_schema_extra
-    return not (isinstance(extra, dict) and extra.get("cli") is False)
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
