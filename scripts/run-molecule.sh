@@ -51,15 +51,21 @@ total_start=$(date +%s)
 for s in "${scenarios[@]}"; do
   echo "=== molecule $command -s $s"
   start=$(date +%s)
-  if molecule "$command" -s "$s"; then
+  log=$(mktemp "${TMPDIR:-/tmp}/molecule-$s.XXXXXX.log")
+  if molecule "$command" -s "$s" 2>&1 | tee "$log"; then
     rc=0
   else
-    rc=$?
+    rc=${PIPESTATUS[0]}
   fi
   took=$(($(date +%s) - start))
   summary+=("$(printf '%-32s %5d s  %s' "$s" "$took" "$([[ $rc -eq 0 ]] && echo ok || echo "FAILED (rc=$rc)")")")
   printf '=== %s: %d s (rc=%d)\n' "$s" "$took" "$rc"
+  ((rc != 0)) || rm -f "$log"
   if ((rc != 0)); then
+    # CI keeps only the tail of the output: repeat what failed (fatal/failed task lines
+    # with the task name before them) so it is there too.
+    echo "--- what failed in $s (from $log)"
+    grep -n -B3 -A12 -E '^(fatal|failed):|^ERROR|FAILED!|^E  ' "$log" | grep -v 'FAILED - RETRYING' | tail -n 120 || true
     printf '%s\n' "--- summary" "${summary[@]}"
     exit "$rc"
   fi
