@@ -1,4 +1,5 @@
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Fleet mode: the desired state of every fleet resource, in creation order. Pure Python.
 
 Built from the single-VM plan (gcp_settings.build_spec) plus the fleet settings, so names, labels
