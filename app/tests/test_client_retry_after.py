@@ -1,4 +1,4 @@
-"""The client names the wait when a fleet at zero instances answers 503 + Retry-After (docs/fleet.md)."""
+"""The client names the wait when a fleet at zero answers 503 + Retry-After (docs/fleet.md)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from personaplex_server.client import ClientOptions, run_session
 PAGE = b"<h1>The voice fleet is starting</h1><p>Please retry in 10 minutes.</p>"
 
 
-async def _answer_503(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, retry_after: bool) -> None:
+async def _answer_503(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, retry_after: bool
+) -> None:
     await reader.readuntil(b"\r\n\r\n")  # the WebSocket handshake request
     head = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html\r\n"
     head += b"Retry-After: 600\r\n" if retry_after else b""

@@ -14,6 +14,7 @@ import base64
 import hashlib
 import json
 
+from conftest import run_playbook
 from test_fake_cloud import cloud, writes  # noqa: F401 - the fixture
 
 PROJECT = "my-voice-project"
@@ -118,3 +119,8 @@ def test_power_without_fleet_or_vm_says_deploy_first(cloud):  # noqa: F811
     assert proc.returncode != 0
     assert "VM personaplex-vm was not found" in " ".join(proc.stdout.split())
     assert writes(calls) == []
+
+
+def test_real_cloud_scale_to_zero_check_parses(inventory, tmp_path):
+    proc = run_playbook("../tests/gcp/real_cloud/test_real_cloud_fleet_zero.yml", inventory, tmp_path, "--syntax-check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
