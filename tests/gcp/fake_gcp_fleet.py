@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 if TYPE_CHECKING:
     from fake_gcp import FakeGcp
@@ -22,7 +24,7 @@ WWW = "https://www.googleapis.com/compute/v1"
 # RFC 1035 names, 1-63 characters: every Compute Engine resource name ("name" field of each collection).
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 GLOBAL = ("healthChecks", "instanceTemplates", "backendServices", "urlMaps", "targetHttpsProxies", "sslCertificates",
-          "forwardingRules", "addresses", "securityPolicies", "images")
+          "forwardingRules", "addresses", "securityPolicies", "images", "backendBuckets")
 REGIONAL = ("instanceGroupManagers", "autoscalers", "instanceGroups")
 # Collections without PATCH (instanceTemplates, sslCertificates, images: insert/delete only;
 # global addresses and forwarding rules change only through setLabels/setTarget).
@@ -32,6 +34,12 @@ NO_PATCH = ("instanceTemplates", "sslCertificates", "images", "addresses", "forw
 FINGERPRINTED = ("urlMaps", "backendServices", "securityPolicies", "targetHttpsProxies")
 DEFAULT_RULE = 2147483647
 SECRET_ID_RE = re.compile(r"^[a-zA-Z0-9_-]{1,255}$")
+# CustomErrorResponseRule.matchResponseCodes: "A number between 400 and 599 ... 5xx ... 4xx";
+# values unique within the rule and across all errorResponseRules (urlMaps REST reference).
+MATCH_CODE_RE = re.compile(r"^(4[0-9][0-9]|5[0-9][0-9]|4xx|5xx)$")
+# BackendBucket.customResponseHeaders: "HEADER_NAME: HEADER_VALUE" strings
+# (https://cloud.google.com/load-balancing/docs/https/custom-headers-global).
+HEADER_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+:.*$")
 
 
 def err(code: int, message: str, reason: str) -> tuple[int, Any]:
@@ -55,12 +63,16 @@ class FleetApis:
         self.secrets: dict[str, dict[str, Any]] = {}
         self.secret_versions: dict[str, list[dict[str, Any]]] = {}
         self.secret_policies: dict[str, dict[str, Any]] = {}
-        self.rollouts: list[tuple[str, str]] = []  # (group, new template) of each rolling update
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}  # (bucket, name) -> object resource and its data
+        self.rollouts: list[tuple[str, str]] = []
+        self.enforce_public_access_prevention = False  # an organisation policy a test may switch on  # (group, new template) of each rolling update
 
     # --- dispatch --------------------------------------------------------------------------
     def handle(self, method: str, host: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any] | None:
         if host == "secretmanager.googleapis.com":
             return self.secretmanager(method, path, query, body)
+        if host == "storage.googleapis.com":
+            return self.storage(method, path, query, body)
         if host not in ("compute.googleapis.com", "www.googleapis.com") or not path.startswith("/compute/v1/"):
             return None
         path = path[len("/compute/v1/"):]
@@ -253,6 +265,10 @@ class FleetApis:
         protocol = b.get("protocol", "HTTP")
         if b.get("localityLbPolicy") and scheme not in ("INTERNAL_SELF_MANAGED", "INTERNAL_MANAGED", "EXTERNAL_MANAGED"):
             return "localityLbPolicy is only supported with INTERNAL_SELF_MANAGED, INTERNAL_MANAGED or EXTERNAL_MANAGED."
+        # BackendServiceFailoverPolicy: "For load balancers that have configurable failover: internal
+        # passthrough Network Load Balancers and external passthrough Network Load Balancers."
+        if b.get("failoverPolicy") and (scheme not in ("INTERNAL", "EXTERNAL") or protocol in ("HTTP", "HTTPS", "HTTP2")):
+            return "failoverPolicy is only supported by passthrough Network Load Balancers (schemes INTERNAL, EXTERNAL with TCP/UDP)."
         timeout = int(b.get("timeoutSec", 30))
         if not 1 <= timeout <= 2147483647:
             return "timeoutSec must be at least 1."
@@ -282,7 +298,45 @@ class FleetApis:
     def check_urlMaps(self, _scope: str, b: dict[str, Any], _q: Any) -> str | None:
         if b.get("defaultService") and not self.exists(b["defaultService"]):
             return f"defaultService {b['defaultService']} was not found."
+        policy = b.get("defaultCustomErrorResponsePolicy")
+        if not policy:
+            return None
+        # "defaultCustomErrorResponsePolicy is supported only for global external Application Load
+        # Balancers" (scheme EXTERNAL_MANAGED; urlMaps REST reference).
+        service = self.fake.compute.get(rel(self.fake.project, b.get("defaultService")), {})
+        if service.get("loadBalancingScheme", "EXTERNAL") != "EXTERNAL_MANAGED":
+            return "defaultCustomErrorResponsePolicy is supported only for global external Application Load Balancers."
+        rules = policy.get("errorResponseRules") or []
+        # "If UrlMap.defaultCustomErrorResponsePolicy contains one or more errorResponseRules[], it must specify errorService."
+        if rules and not policy.get("errorService"):
+            return "defaultCustomErrorResponsePolicy with errorResponseRules must specify errorService."
+        if policy.get("errorService"):
+            target = rel(self.fake.project, policy["errorService"])
+            # errorService: "The full or partial URL to the BackendBucket resource that contains the custom error content."
+            if "/global/backendBuckets/" not in target or target not in self.fake.compute:
+                return f"errorService {policy['errorService']} is not an existing backend bucket."
+        seen: list[str] = []
+        for rule in rules:
+            for code in rule.get("matchResponseCodes") or []:
+                if not MATCH_CODE_RE.match(str(code)):
+                    return f"Invalid matchResponseCodes value {code!r}: a code from 400 to 599, 4xx or 5xx."
+                if code in seen:
+                    return f"matchResponseCodes value {code} is not unique across errorResponseRules."
+                seen.append(code)
+            # path: "The full path to a file within backendBucket. For example: /errors/defaultError.html"
+            if not str(rule.get("path", "")).startswith("/"):
+                return f"errorResponseRules[].path {rule.get('path')!r} must be a full path starting with /."
         return None
+
+    def check_backendBuckets(self, _scope: str, b: dict[str, Any], _q: Any) -> str | None:
+        # bucketName: "Cloud Storage bucket name." The fake refuses a bucket that does not exist
+        # (an assumption of this stand-in: the console and gcloud only offer existing buckets).
+        if not b.get("bucketName"):
+            return "Required field 'resource.bucketName' not specified."
+        if b["bucketName"] not in self.fake.buckets:
+            return f"Cloud Storage bucket {b['bucketName']} was not found."
+        bad = [h for h in b.get("customResponseHeaders") or [] if not HEADER_RE.match(str(h))]
+        return f"Invalid customResponseHeaders value {bad[0]!r}: 'NAME: value'." if bad else None
 
     def check_sslCertificates(self, _scope: str, b: dict[str, Any], _q: Any) -> str | None:
         kind = b.get("type", "SELF_MANAGED")
@@ -455,6 +509,55 @@ class FleetApis:
                 del self.fake.compute[k]
         return 200, self.fake._op(key, "delete", scope)
 
+    # --- Cloud Storage objects (the status page); buckets themselves stay in fake_gcp.py ----------
+    def storage(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any] | None:
+        objects = self.objects
+        up = re.match(r"^/upload/storage/v1/b/([^/]+)/o$", path)
+        if up and method == "POST":
+            bucket = up.group(1)
+            if bucket not in self.fake.buckets:
+                return _gcs(404, "The specified bucket does not exist.", "notFound")
+            # objects.insert (media upload): uploadType=media and the object name in ?name=.
+            if query.get("uploadType", [""])[0] != "media" or not query.get("name", [""])[0]:
+                return _gcs(400, "Upload requests must include an uploadType URL parameter and a name.", "invalid")
+            name = query["name"][0]
+            data = (body if isinstance(body, str) else json.dumps(body) if body is not None else "").encode()
+            res = {"kind": "storage#object", "bucket": bucket, "name": name, "size": str(len(data)),
+                   "contentType": self.fake.headers.get("content-type", "application/octet-stream"),
+                   "md5Hash": base64.b64encode(hashlib.md5(data).digest()).decode(),  # noqa: S324 - the API's field
+                   "generation": str(next(self.fake.ids))}
+            objects[(bucket, name)] = dict(res, data=data)
+            return 200, res
+        iam = re.match(r"^/storage/v1/b/([^/]+)/iam$", path)
+        if iam and method == "PUT" and iam.group(1) in self.fake.buckets:
+            public = any(m in ("allUsers", "allAuthenticatedUsers") for b in (body or {}).get("bindings") or [] for m in b.get("members") or [])
+            prevention = ((self.fake.buckets[iam.group(1)].get("iamConfiguration") or {}).get("publicAccessPrevention"))
+            # Public access prevention enforced (on the bucket or by the organisation policy
+            # storage.publicAccessPrevention): granting allUsers fails with 412
+            # (https://cloud.google.com/storage/docs/public-access-prevention).
+            if public and (prevention == "enforced" or self.enforce_public_access_prevention):
+                return _gcs(412, "Request violates constraint 'constraints/storage.publicAccessPrevention'.", "conditionNotMet")
+            return None
+        m = re.match(r"^/storage/v1/b/([^/]+)(?:/o(?:/([^/]+))?)?$", path)
+        if not m or m.group(1) not in self.fake.buckets:
+            return None
+        bucket, name = m.group(1), m.group(2)
+        if path.endswith("/o") and method == "GET":
+            return 200, {"kind": "storage#objects", "items": [{k: v for k, v in o.items() if k != "data"}
+                                                               for (b, _), o in sorted(objects.items()) if b == bucket]}
+        if name is not None:
+            key = (bucket, unquote(name))
+            if key not in objects:
+                return _gcs(404, "No such object.", "notFound")
+            if method == "DELETE":
+                del objects[key]
+                return 204, None
+            return 200, {k: v for k, v in objects[key].items() if k != "data"}
+        # buckets.delete: "Deletes an empty bucket" (409 conflict while objects remain).
+        if method == "DELETE" and any(b == bucket for b, _ in objects):
+            return _gcs(409, "The bucket you tried to delete is not empty.", "conflict")
+        return None
+
     # --- Secret Manager v1 ---------------------------------------------------------------------
     def secretmanager(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
         m = re.match(r"^/v1/projects/([^/]+)/secrets(?:/([^/:]+))?(?:/versions/([^/:]+))?(?::(\w+))?$", path)
@@ -529,6 +632,11 @@ class FleetApis:
                 return _sm(400, "INVALID_ARGUMENT", "updateMask is required.")
             self.secrets[name]["labels"] = (body or {}).get("labels", {})
         return 200, self.secrets[name]
+
+
+def _gcs(code: int, message: str, reason: str) -> tuple[int, Any]:
+    """Cloud Storage JSON API error body (https://cloud.google.com/storage/docs/json_api/v1/status-codes)."""
+    return code, {"error": {"code": code, "message": message, "errors": [{"message": message, "domain": "global", "reason": reason}]}}
 
 
 def _sm(code: int, status: str, message: str) -> tuple[int, Any]:

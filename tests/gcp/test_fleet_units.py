@@ -50,7 +50,7 @@ def test_plan_orders_resources_and_sizes_scaling() -> None:
     fleet = build_fleet(PLAN, profile(), fleet_settings())
     assert [r["kind"] for r in fleet["resources"]] == [
         "firewall", "healthCheck", "instanceTemplate", "instanceGroupManager", "autoscaler", "securityPolicy",
-        "backendService", "urlMap", "sslCertificate", "targetHttpsProxy", "globalAddress", "forwardingRule"]
+        "backendService", "backendBucket", "urlMap", "sslCertificate", "targetHttpsProxy", "globalAddress", "forwardingRule"]
     assert fleet["zones"] == ["us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f"]
     mig = by_kind(fleet, "instanceGroupManager")["body"]
     assert mig["updatePolicy"]["maxSurge"] == {"fixed": 4} and mig["updatePolicy"]["maxUnavailable"] == {"fixed": 0}
