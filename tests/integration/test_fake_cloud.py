@@ -1,11 +1,11 @@
 """The real playbooks and google.cloud modules against a stateful stand-in of the Google APIs.
 
-Google Cloud is unreachable here. tests/gcp/fake_gcp.py answers like the documented APIs and
-tests/gcp/sitecustomize/ points every googleapis.com request of the Ansible processes at it, so
+Google Cloud is unreachable here. tests/standins/fake_gcp.py answers like the documented APIs and
+tests/standins/sitecustomize/ points every googleapis.com request of the Ansible processes at it, so
 this checks the wiring that unit tests cannot: the arguments our tasks give google.cloud's
 modules, the order of the calls, idempotency (a second run writes nothing), the explicit
 profile change, power and teardown. What it cannot check: that Google accepts the same
-requests (see tests/gcp/real_cloud/).
+requests (see tests/integration/real_cloud/).
 """
 
 from __future__ import annotations
@@ -13,38 +13,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ACCEPTED, REPO, run_playbook, write_service_account_key
-from fake_gcp import FakeGcp, serve
+from project import PROJECT, VM, writes
+from standins.fake_gcp import FakeGcp
+from standins.hf_hub_auth import ACCEPTED
 
-PROJECT = "my-voice-project"
-VM = f"projects/{PROJECT}/zones/us-central1-a/instances/personaplex-vm"
 # What a new project has before we start: the default network and its four default-allow-* rules.
 DEFAULT_NETWORK = set(FakeGcp(PROJECT).compute)
-
-
-@pytest.fixture(params=["service-account-file"])
-def cloud(request, tmp_path, inventory):
-    fake = FakeGcp(PROJECT)
-    server = serve(fake)
-    sa_file = write_service_account_key(tmp_path / "deployer.json", PROJECT)
-    ssh_key = tmp_path / "id_ed25519"
-    ssh_key.write_text("not used: nothing connects over SSH in this test\n")
-    ssh_key.with_suffix(".pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeUserKeyForTests tester@laptop\n")
-    settings = {"gcp_project": PROJECT, "gcp_admin_cidrs": ["203.0.113.7/32"], "gcp_client_cidrs": ["198.51.100.0/24"],
-                "gcp_ssh_private_key_file": str(ssh_key)}
-    env = {"PYTHONPATH": str(REPO / "tests" / "gcp" / "sitecustomize"), "FAKE_GCP_URL": f"http://127.0.0.1:{server.server_address[1]}"}
-    if request.param == "adc":  # Application Default Credentials: gcp_auth_kind application, no key file setting
-        env["GOOGLE_APPLICATION_CREDENTIALS"] = str(sa_file)
-    else:
-        env["GCP_SERVICE_ACCOUNT_FILE"] = str(sa_file)
-
-    def play(playbook, **extra):
-        before = len(fake.calls)
-        proc = run_playbook(playbook, inventory, tmp_path, "--limit", "localhost", "-e", json.dumps({**settings, **extra}), env_extra=env)
-        return proc, fake.calls[before:]
-
-    yield fake, play
-    server.shutdown()
 
 
 def test_preflight_reads_quota_and_says_how_to_get_more(cloud, hub):
@@ -67,10 +41,6 @@ def test_preflight_reads_quota_and_says_how_to_get_more(cloud, hub):
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "nvidia-tesla-t4 is offered in us-central1-a" in out and "Hugging Face: alice can read nvidia/personaplex-7b-v1" in out
     assert writes(calls) == []
-
-
-def writes(calls):
-    return [c for c in calls if c[0] != "GET" and not c[1].endswith((":getIamPolicy", "/token"))]
 
 
 def test_lifecycle_create_rerun_resize_stop_teardown(cloud, tmp_path):
@@ -197,7 +167,7 @@ def owned(fake, deployment):
 
 
 def test_two_deployments_in_one_project_teardown_of_one_leaves_the_other_whole(cloud):
-    """Issue 8 item 5: `deployment=personaplex` is a substring of `deployment=personaplex-dev`; teardown matches exactly.
+    """`deployment=personaplex` is a substring of `deployment=personaplex-dev`; teardown matches exactly.
     Also: each deployment has its own VPC network and subnet, and teardown lifts deletion protection after the confirmation."""
     fake, play = cloud
     proc, _ = play("provision.yml", gcp_deletion_protection=True)
@@ -222,7 +192,7 @@ def test_two_deployments_in_one_project_teardown_of_one_leaves_the_other_whole(c
 
 
 def test_default_network_open_rules_are_listed_and_refused_unless_accepted(cloud, hub):
-    """Issue 8 item 6: with gcp_network_name: default, preflight lists every rule open to 0.0.0.0/0 on 22, 3389 or 8998."""
+    """With gcp_network_name: default, preflight lists every rule open to 0.0.0.0/0 on 22, 3389 or 8998."""
     fake, play = cloud
     fake.regional_quotas["NVIDIA_T4_GPUS"] = (1.0, 0.0)
     fake.global_quotas["GPUS_ALL_REGIONS"] = (1.0, 0.0)

@@ -1,4 +1,4 @@
-"""Issue 8: the project's modules against the stricter fake of Google's APIs, in-process.
+"""The project's modules against the stricter fake of Google's APIs, in-process.
 
 `live` bridges the modules' HTTP transport straight into FakeGcp.handle (no server, no Ansible
 subprocess), so every profile pair, each convergence and each of the fake's documented refusals is
@@ -16,8 +16,8 @@ import gcp_credentials_check
 import pytest
 import requests
 import requests.adapters
-from conftest import AUTH, _response
-from fake_gcp import WWW, FakeGcp
+from standins.fake_gcp import WWW, FakeGcp
+from standins.google_http import AUTH, response
 
 PROJECT = "my-voice-project"
 ZONE = "us-central1-a"
@@ -42,7 +42,7 @@ class Bridge(requests.adapters.BaseAdapter):
             body = raw
         status, payload = self.fake.handle(str(request.method), str(parts.hostname), parts.path, parse_qs(parts.query), body,
                                            dict(request.headers))
-        return _response(request, status, payload)
+        return response(request, status, payload)
 
     def close(self) -> None:
         pass
@@ -94,7 +94,7 @@ def gpu_names(vm: dict[str, Any]) -> list[str]:
     return [a["acceleratorType"].rsplit("/", 1)[-1] for a in vm.get("guestAccelerators") or []]
 
 
-# --- item 7: every profile pair -------------------------------------------------------------------
+# --- every profile pair ---------------------------------------------------------------------------
 IN_PLACE = {("t4", "l4"): ["stop", "setMachineResources", "setMachineType", "start"],
             ("l4", "t4"): ["stop", "setMachineType", "setMachineResources", "start"]}
 
@@ -130,7 +130,7 @@ def test_the_old_order_is_refused_by_the_fake_as_by_google(live):
     assert body["error"]["errors"][0]["reason"] == "invalid"
 
 
-# --- item 10: reruns converge what the API allows, refuse the rest before any write ---------------
+# --- reruns converge what the API allows, refuse the rest before any write ---------------
 def test_rerun_converges_labels_tags_metadata_scheduling_account_disk_and_protection(live, run_module, settings, tables):
     from ansible.module_utils.gcp_settings import build_spec
     from ansible.module_utils.gcp_state import diff_instance
@@ -181,7 +181,7 @@ def test_smaller_disk_and_account_change_without_permission_are_refused_before_a
     assert result.failed and "gcp_allow_profile_change: true" in result["msg"] and writes(live, before) == []
 
 
-# --- item 9: user credentials without a quota project ----------------------------------------------
+# --- user credentials without a quota project ----------------------------------------------
 def adc(tmp_path, quota: str = "") -> str:
     info = {"type": "authorized_user", "client_id": "764086051850-x.apps.googleusercontent.com", "client_secret": "s",
             "refresh_token": "1//refresh"}
@@ -214,7 +214,7 @@ def test_the_fake_refuses_service_usage_to_user_credentials_without_quota_projec
     assert client.get(f"{SERVICEUSAGE}/projects/{PROJECT}/services/compute.googleapis.com")["state"] == "DISABLED"
 
 
-# --- item 13: the fake refuses what Google refuses (each rule's source is cited in fake_gcp.py) -----
+# --- the fake refuses what Google refuses (each rule's source is cited in fake_gcp.py) -----
 def post(fake: FakeGcp, path: str, body: Any, query: dict[str, list[str]] | None = None) -> tuple[int, Any]:
     return fake.handle("POST", "compute.googleapis.com", f"/compute/v1/{path}", query or {}, body)
 

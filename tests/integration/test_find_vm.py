@@ -4,7 +4,7 @@ site.yml adds the VM it provisions to voice_servers with the OS Login user, the 
 pinned known_hosts file and the deployment facts (bucket, IP, ...). `make configure`
 (configure.yml on the default inventory) and `make deploy TAGS=server` (site.yml with
 provision skipped) find the existing VM through playbooks/find_vm.yml instead. These tests
-run the real playbooks against tests/gcp/fake_gcp.py and compare what the VM's plays would
+run the real playbooks against tests/standins/fake_gcp.py and compare what the VM's plays would
 see. What the fake cannot show: a real SSH login (nothing listens on the fake VM's IP; the
 configure play itself is limited away), so "rerun changes nothing on the host" rests on the
 variables being equal, and on the drift/full_stack Molecule scenarios for configure.yml.
@@ -16,38 +16,9 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
-from conftest import ACCEPTED, REPO, run_playbook, write_service_account_key
-from fake_gcp import FakeGcp, serve
+from project import PROJECT, VM, run_playbook
 
-PROJECT = "my-voice-project"
-VM = f"projects/{PROJECT}/zones/us-central1-a/instances/personaplex-vm"
 PLAYS = Path(__file__).parent / "playbooks"
-
-
-@pytest.fixture
-def gcp(tmp_path, inventory, hub):
-    """The fake cloud with quota for one T4, a deployer key file, an SSH key; `run` plays a playbook."""
-    fake = FakeGcp(PROJECT)
-    fake.regional_quotas["NVIDIA_T4_GPUS"] = (1.0, 0.0)
-    fake.global_quotas["GPUS_ALL_REGIONS"] = (1.0, 0.0)
-    server = serve(fake)
-    sa_file = write_service_account_key(tmp_path / "deployer.json", PROJECT)
-    ssh_key = tmp_path / "id_ed25519"
-    ssh_key.write_text("not used: nothing connects over SSH in this test\n")
-    ssh_key.with_suffix(".pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeUserKeyForTests tester@laptop\n")
-    settings = {"gcp_project": PROJECT, "gcp_admin_cidrs": ["203.0.113.7/32"], "gcp_client_cidrs": ["198.51.100.0/24"],
-                "gcp_ssh_private_key_file": str(ssh_key), "hf_token": ACCEPTED, "gcp_infra_hf_endpoint": hub}
-    env = {"PYTHONPATH": str(REPO / "tests" / "gcp" / "sitecustomize"),
-           "FAKE_GCP_URL": f"http://127.0.0.1:{server.server_address[1]}", "GCP_SERVICE_ACCOUNT_FILE": str(sa_file)}
-
-    def run(playbook: str | Path, *args: str, **extra):
-        proc = run_playbook(str(playbook), inventory, tmp_path, "--limit", "localhost", *args,
-                            "-e", json.dumps({**settings, **extra}), env_extra=env)
-        return proc, " ".join(proc.stdout.split())
-
-    yield fake, run
-    server.shutdown()
 
 
 def reach(run, tmp_path: Path, playbook: str, *args: str) -> dict:

@@ -1,4 +1,4 @@
-"""Fleet mode end to end against the stand-in of Google's APIs (tests/gcp/fake_gcp.py + fake_gcp_fleet.py).
+"""Fleet mode end to end against the stand-in of Google's APIs (tests/standins/fake_gcp.py + fake_gcp_fleet.py).
 
 image -> fleet -> rerun (no write) -> changed setting (new template, rolling update, old template
 deleted) -> teardown by exact identity (another deployment's look-alike survives). The image
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 
-from test_fake_cloud import cloud, writes  # noqa: F401 - the fixture
+from project import writes
 
 PROJECT = "my-voice-project"
 G = f"projects/{PROJECT}/global"
@@ -22,7 +22,7 @@ def kinds(fake, what):
     return sorted(k.rsplit("/", 1)[-1] for k in fake.compute if f"/{what}/" in k and "/operations/" not in k)
 
 
-def test_image_fleet_rerun_change_teardown(cloud, tmp_path):  # noqa: F811
+def test_image_fleet_rerun_change_teardown(cloud, tmp_path):
     fake, play = cloud
     project_own = set(fake.compute)  # a new project's default network and its rules: never touched
     proc, calls = play("image.yml", **NO_CONFIGURE)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from conftest import run_playbook
+from project import run_playbook
 
 SETTINGS = ["-e", json.dumps({"gcp_project": "my-voice-project", "gcp_admin_cidrs": ["203.0.113.7/32"],
                               "gcp_client_cidrs": ["198.51.100.0/24"]})]

@@ -2,7 +2,7 @@
 
 scripts/init_settings.py runs for real (its IPv4 lookup replaced by --my-ip: no Internet
 here); the make targets run for real (`make -o <venv>/bin/ansible-playbook` only stops make
-from rebuilding the toolchain) against the fake of Google's APIs (tests/gcp/fake_gcp.py),
+from rebuilding the toolchain) against the fake of Google's APIs (tests/standins/fake_gcp.py),
 with no GCP_PROJECT or CIDR variable in their environment.
 """
 
@@ -15,11 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ANSIBLE_PLAYBOOK, REPO, run_playbook, write_service_account_key
-from fake_gcp import FakeGcp, serve
+from project import ANSIBLE_PLAYBOOK, PROJECT, REPO, VM, fake_cloud_env, run_playbook, write_service_account_key
+from standins.fake_gcp import FakeGcp, serve
 
-PROJECT = "my-voice-project"
-VM = f"projects/{PROJECT}/zones/us-central1-a/instances/personaplex-vm"
 INIT = REPO / "scripts" / "init_settings.py"
 
 
@@ -100,8 +98,7 @@ def fake_cloud(tmp_path, inventory):
     (tmp_path / ".ssh").mkdir(mode=0o700)
     (tmp_path / ".ssh" / "id_ed25519").write_text("not used: nothing connects over SSH in this test\n")
     (tmp_path / ".ssh" / "id_ed25519.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeUserKeyForTests tester@laptop\n")
-    env = {"PYTHONPATH": str(REPO / "tests" / "gcp" / "sitecustomize"),
-           "FAKE_GCP_URL": f"http://127.0.0.1:{server.server_address[1]}", "GCP_SERVICE_ACCOUNT_FILE": str(sa_file)}
+    env = {**fake_cloud_env(server), "GCP_SERVICE_ACCOUNT_FILE": str(sa_file)}
     yield fake, env
     server.shutdown()
 

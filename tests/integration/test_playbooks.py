@@ -11,11 +11,11 @@ import os
 import subprocess
 
 import pytest
-from conftest import ANSIBLE_PLAYBOOK, REPO, run_playbook
+from project import ANSIBLE_PLAYBOOK, REPO, run_playbook
 
 PLAYBOOKS = ["preflight.yml", "provision.yml", "plan.yml", "power.yml", "teardown.yml",
              "find_vm.yml", "url.yml", "ssh_config.yml", "smoke.yml", "configure.yml", "site.yml",
-             "../tests/gcp/real_cloud/test_real_cloud.yml"]
+             "../tests/integration/real_cloud/test_real_cloud.yml"]
 
 
 CIDRS = ["-e", json.dumps({"gcp_project": "my-voice-project", "gcp_admin_cidrs": ["203.0.113.7/32"],
@@ -50,7 +50,7 @@ def test_plan_without_credentials_writes_the_default_plan(inventory, tmp_path):
         ({"gcp_client_cidrs": ["10.0.0.1/24"]}, "did you mean 10.0.0.0/24?"),
         ({"gcp_bucket_name": "Google-Weights"}, "gcp_bucket_name: 'Google-Weights'"),
         ({"gcp_profile": "l4", "gcp_zone": "us-central1-f"}, "gcp_zone: 'us-central1-f' has no nvidia-l4 GPU"),
-        # issue 8: IAM refuses service account ids under 6 characters, after the APIs were enabled
+        # IAM refuses service account ids under 6 characters, after the APIs were enabled
         ({"gcp_deployment_name": "pp"}, "gives the service account id 'pp-vm' (5 characters)"),
         ({"gcp_subnet_cidr": "10.0.0.0/33"}, "gcp_subnet_cidr: '10.0.0.0/33' is not a valid IPv4 CIDR"),
     ],
@@ -102,10 +102,10 @@ def test_provision_in_check_mode_shows_the_plan_and_calls_nothing(inventory, tmp
 
 
 def test_real_cloud_test_uses_the_control_node_inventory_and_always_tears_down():
-    """Issue 8 item 12: a failed step must not leave a billing VM behind, nor wait on the local container."""
+    """A failed step must not leave a billing VM behind, nor wait on the local container."""
     import yaml
 
-    text = (REPO / "tests" / "gcp" / "real_cloud" / "test_real_cloud.yml").read_text()
+    text = (REPO / "tests" / "integration" / "real_cloud" / "test_real_cloud.yml").read_text()
     assert "-i inventory/hosts.yml" in text and "-i inventory/local.yml" not in text
     plays = yaml.safe_load(text)
     assert [p["hosts"] for p in plays] == ["localhost"]

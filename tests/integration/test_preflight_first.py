@@ -1,7 +1,7 @@
 """Preflight stops a newcomer before anything is created: a missing SSH key fails there (not
 after the VM exists and bills), and the APIs are on before the quota check reads Compute.
 
-Against the fake of Google's APIs (tests/gcp/fake_gcp.py). Not shown here: that a real
+Against the fake of Google's APIs (tests/standins/fake_gcp.py). Not shown here: that a real
 brand-new project answers SERVICE_DISABLED before the enable call (the fake answers anyway).
 """
 
@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 
-from conftest import run_playbook
-from test_find_vm import gcp  # noqa: F401  (the fixture: fake cloud with T4 quota, Hub stand-in)
+from project import run_playbook
 
 
-def test_missing_ssh_key_stops_preflight_before_any_google_call(gcp, tmp_path):  # noqa: F811
+def test_missing_ssh_key_stops_preflight_before_any_google_call(gcp, tmp_path):
     fake, run = gcp
     proc, out = run("preflight.yml", gcp_ssh_private_key_file=str(tmp_path / "no-such-key"))
     assert proc.returncode != 0
@@ -21,7 +20,7 @@ def test_missing_ssh_key_stops_preflight_before_any_google_call(gcp, tmp_path): 
     assert [c for c in fake.calls if not c[1].endswith("/token")] == []
 
 
-def test_preflight_enables_the_apis_then_passes(gcp):  # noqa: F811
+def test_preflight_enables_the_apis_then_passes(gcp):
     fake, run = gcp
     before = {k for k in fake.compute if "/operations/" not in k}  # the project's default network
     proc, out = run("preflight.yml")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ACCEPTED, GOOD, run_playbook
+from project import run_playbook
+from standins.hf_hub_auth import ACCEPTED, GOOD
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from fake_gcp_fleet import FleetApis
+from standins.fake_gcp_fleet import FleetApis
 
 WWW = "https://www.googleapis.com/compute/v1"
 

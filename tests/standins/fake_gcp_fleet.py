@@ -16,7 +16,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fake_gcp import FakeGcp
+    from standins.fake_gcp import FakeGcp
 
 WWW = "https://www.googleapis.com/compute/v1"
 # RFC 1035 names, 1-63 characters: every Compute Engine resource name ("name" field of each collection).

@@ -1,4 +1,4 @@
-"""Test-only: send requests for *.googleapis.com to the fake API server (tests/gcp/fake_gcp.py).
+"""Test-only: send requests for *.googleapis.com to the fake API server (tests/standins/fake_gcp.py).
 
 Active only when FAKE_GCP_URL is set; put this folder on PYTHONPATH so that every Python
 process Ansible starts (modules included) loads it. The request itself is unchanged except for

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from project import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 # Commands a newcomer installs or has on Debian 12 before this project (docs/deployment.md

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from project import REPO as ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 MODULES = sorted(p.stem for p in (ROOT / "plugins" / "modules").glob("*.py"))
 
 

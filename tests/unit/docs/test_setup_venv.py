@@ -11,7 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from project import REPO
+
 SCRIPT = REPO / "scripts" / "setup-venv.sh"
 
 

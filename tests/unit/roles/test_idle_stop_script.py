@@ -13,11 +13,11 @@ import json
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
+from project import REPO
 
-SCRIPT = Path(__file__).resolve().parents[2] / "roles" / "idle_stop" / "files" / "idle_stop.py"
+SCRIPT = REPO / "roles" / "idle_stop" / "files" / "idle_stop.py"
 
 
 def load():

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from project import REPO as ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = Path(__file__).with_name("nvidia_run_role_check.yml")
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 
@@ -196,7 +196,7 @@ def test_own_install_is_never_taken_for_a_preinstalled_driver(
     """A working 580 driver is left alone, unless this role's record says it installed it.
 
     Without the record a rerun on a host the role set up would skip holds, persistence
-    mode and a branch change (issue 8). Detection only, in check mode; nvidia-smi is a
+    mode and a branch change. Detection only, in check mode; nvidia-smi is a
     stand-in that answers like a working driver.
     """
     bin_dir = tmp_path / "bin"

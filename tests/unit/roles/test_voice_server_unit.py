@@ -1,7 +1,7 @@
 """The voice server's systemd unit, rendered for both profiles and rated offline.
 
 `systemd-analyze security --offline=true` (systemd >= 250) rates a unit file without
-installing it. The CPU profile must stay at or below 2.0 (issue 8; molecule/full_stack
+installing it. The CPU profile must stay at or below 2.0 (molecule/full_stack
 checks the installed unit the same way); the GPU profile keeps every setting of the
 CPU profile except the commented NVIDIA relaxations, and allows the device groups the
 driver registers in /proc/devices. Skipped where systemd-analyze cannot rate offline.
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import jinja2
 import pytest
+from project import REPO as ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "roles" / "voice_server" / "templates" / "personaplex-server.service.j2"
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gcp_compute_instance_state
-from conftest import AUTH, google_error
+from standins.google_http import AUTH, google_error
 
 VM = r"compute.googleapis.com/compute/v1/projects/my-voice-project/zones/us-central1-a/instances/personaplex-vm"
 T4 = [{"accelerator_type": "nvidia-tesla-t4", "accelerator_count": 1}]

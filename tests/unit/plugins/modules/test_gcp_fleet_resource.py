@@ -11,8 +11,8 @@ from urllib.parse import parse_qs, urlsplit
 import gcp_fleet_resource
 import gcp_fleet_secret
 import pytest
-from conftest import AUTH
-from fake_gcp import FakeGcp
+from standins.fake_gcp import FakeGcp
+from standins.google_http import AUTH
 
 P = "my-voice-project"
 HC = {"name": "hc", "type": "HTTPS", "checkIntervalSec": 10, "timeoutSec": 5, "httpsHealthCheck": {"port": 8998, "requestPath": "/readyz"}}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gcp_gpu_capacity
-from conftest import AUTH, google_error
+from standins.google_http import AUTH, google_error
 
 BASE = r"compute.googleapis.com/compute/v1/projects/my-voice-project"
 ARGS = dict(AUTH, region="us-central1", zone="us-central1-a", accelerator_type="nvidia-tesla-t4", accelerator_count=1,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import gcp_iam_binding
-from conftest import AUTH, google_error
+from standins.google_http import AUTH, google_error
 
 SA = "serviceAccount:personaplex-vm@my-voice-project.iam.gserviceaccount.com"
 OWNER = "user:alice@example.com"

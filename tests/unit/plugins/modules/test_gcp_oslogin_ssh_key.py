@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gcp_oslogin_ssh_key
-from conftest import AUTH, google_error
+from standins.google_http import AUTH, google_error
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk1c3RhbmRpbmcta2V5 alice@laptop"
 PROFILE_URL = r"oslogin.googleapis.com/v1/users/alice@example.com/loginProfile\?projectId=my-voice-project$"
