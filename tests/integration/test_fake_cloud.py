@@ -52,8 +52,10 @@ def test_lifecycle_create_rerun_resize_stop_teardown(cloud, tmp_path):
     assert proc.returncode != 0  # stopped before creating anything but the APIs
     assert "Zone us-central1-f has no nvidia-tesla-t4 GPU" in proc.stdout, proc.stdout[-3000:]
     assert [c for c in writes(calls) if "serviceusage" not in c[1]] == []
+    assert not [c for c in calls if "billing" in c[1]]
     proc, calls = play("provision.yml")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert fake.budgets == {} and not [c for c in calls if "billing" in c[1]]  # no gcp_budget_usd: no budget, no billing call
 
     vm = fake.compute[VM]
     assert vm["machineType"].endswith("/zones/us-central1-a/machineTypes/n1-standard-4")

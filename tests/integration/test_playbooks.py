@@ -41,6 +41,13 @@ def test_plan_without_credentials_writes_the_default_plan(inventory, tmp_path):
     assert plan["state"].startswith("not read: No Application Default Credentials")
     assert "n1-standard-4 + 1 x nvidia-tesla-t4" in proc.stdout
     assert "Voice (8998) from 192.0.2.10/32, 198.51.100.0/24" in proc.stdout
+    # How long the credit lasts, as worked out by hand in unit/plugins/module_utils/test_gcp_cost.py.
+    out = " ".join(proc.stdout.split())
+    assert "58.5 days on-demand (5.13/day), 146.6 days Spot (2.05/day)" in out, out[-3000:]
+    assert "t4: 58.5 days on-demand, 146.6 days Spot." in out
+    assert plan["cost"]["money_lasts"]["spot"]["credit_days"] == 146.6
+    assert plan["cost"]["money_lasts"]["on_demand"]["credit_days"] == 58.5
+    assert plan["cost"]["profiles"]["t4"]["spot_credit_days"] == 146.6
 
 
 @pytest.mark.parametrize(
