@@ -11,12 +11,12 @@
 set -euo pipefail
 
 DEFAULT_SCENARIOS=(
-  # host layer (issue 2), in the order the product applies the roles
+  # the host layer: the GPU host roles, in the order configure.yml applies them
   nvidia_driver
   cuda_toolkit
   docker
   nvidia_container_toolkit
-  # the application layer (issue 5): configure.yml end to end, then drift repair
+  # the application layer: configure.yml end to end, then its repair of drift
   full_stack
   drift
 )
