@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from ansible.module_utils.gcp_fleet import FleetSettingsError, build_fleet, fleet_cost
 from fleet_examples import PLAN, by_kind, fleet_settings, profile
-from project import REPO
+from project import REPO, role_vars
 
 # --- the fleet plan -------------------------------------------------------------------------
 def test_plan_orders_resources_and_sizes_scaling() -> None:
