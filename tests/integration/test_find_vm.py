@@ -7,7 +7,7 @@ provision skipped) find the existing VM through playbooks/find_vm.yml instead. T
 run the real playbooks against tests/standins/fake_gcp.py and compare what the VM's plays would
 see. What the fake cannot show: a real SSH login (nothing listens on the fake VM's IP; the
 configure play itself is limited away), so "rerun changes nothing on the host" rests on the
-variables being equal, and on the drift/full_stack Molecule scenarios for configure.yml.
+variables being equal, and on the full_stack Molecule scenario for configure.yml.
 """
 
 from __future__ import annotations

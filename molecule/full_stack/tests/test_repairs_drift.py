@@ -1,8 +1,11 @@
-"""Drift repair: after side_effect.yml broke the host, the configure play repairs each
-break, reports changed only for what was broken, and the server is ready again.
+"""Drift repair: after break_host.yml broke the converged host the way real life does, the
+configure play repairs each break, reports changed only for what was broken, and the server
+is ready again.
 
-The re-converge runs from the control node (ansible-playbook with the JSON callback
-against Molecule's inventory) so the test sees which tasks reported a change.
+Runs after test_full_stack.py and test_idle_stop.py (file order) on the same instance, so
+the scenario converges once. The break and the re-converge run from the control node
+(ansible-playbook against Molecule's inventory; the re-converge with the JSON callback so the
+test sees which tasks reported a change).
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-CONVERGE = Path(__file__).resolve().parents[2] / "full_stack" / "converge.yml"
+SCENARIO = Path(__file__).resolve().parent.parent
+CONVERGE = SCENARIO / "converge.yml"
+BREAK = SCENARIO / "break_host.yml"
 MODEL = "/var/lib/personaplex/model"
 
 # Each break and the task(s) that must repair it.
@@ -35,13 +40,22 @@ MAY_CHANGE = {
 
 @pytest.fixture(scope="module")
 def reconverge() -> dict:
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    broke = subprocess.run(
+        ["ansible-playbook", "-i", inventory, str(BREAK)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert broke.returncode == 0, broke.stdout[-4000:] + broke.stderr[-4000:]
     env = {
         **os.environ,
         "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
         "ANSIBLE_CALLBACKS_ENABLED": "",
     }
     proc = subprocess.run(
-        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(CONVERGE)],
+        ["ansible-playbook", "-i", inventory, str(CONVERGE)],
         capture_output=True,
         text=True,
         env=env,
