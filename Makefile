@@ -47,8 +47,8 @@ lint: setup $(APP_BIN)/personaplex-server ## yamllint + ansible-lint (production
 	ansible-lint --profile production
 	cd app && $(APP_BIN)/ruff check . && $(APP_BIN)/ruff format --check . && $(APP_BIN)/mypy src
 
-test-unit: setup $(DEPLOY_TEST_VENV)/bin/pytest ## pytest: gcp modules/playbooks, role inputs, docs, weights fetching
-	$(BIN)/pytest -q tests/gcp tests/roles tests/docs
+test-unit: setup $(DEPLOY_TEST_VENV)/bin/pytest ## pytest (in parallel): modules, module utils, role units, docs, playbooks against the stand-ins
+	$(BIN)/pytest -q -n auto tests
 	$(DEPLOY_TEST_VENV)/bin/pytest -q tests/roles_deploy
 
 test-app: $(APP_BIN)/personaplex-server ## the voice server's tests (CPU, tiny generated model)

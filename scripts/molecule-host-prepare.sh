@@ -12,7 +12,7 @@ exec 9>"$LOCK"
 flock 9
 
 # command -> Debian package. gpg, dpkg-deb and cc build the signed stand-in apt
-# repositories (molecule/shared/standin_*_repo.py) on this machine.
+# repositories (molecule/shared/standin_repo.py) on this machine.
 declare -A pkg_of=(
   [podman]=podman [runc]=runc [debootstrap]=debootstrap
   [gpg]=gnupg [dpkg-deb]=dpkg [cc]=gcc

@@ -16,9 +16,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from personaplex_server.audio import FRAME_SIZE, SAMPLE_RATE, OpusEncoder
-from personaplex_server.cli import uvicorn_kwargs
 from personaplex_server.config import Settings
-from personaplex_server.uvicorn_server import Server
+from personaplex_server.uvicorn_server import Server, uvicorn_kwargs
 
 
 class LiveServer:

@@ -1,5 +1,6 @@
 """`bench server` end to end (null engine, one short stream): it measures the codec's CPU
-inside the server during the run and prints the overhead ratio the issue asks for."""
+inside the server during the run and prints the overhead ratio (CPU outside the model over
+the codec's CPU, the README's target)."""
 
 from __future__ import annotations
 

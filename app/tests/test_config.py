@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from personaplex_server import cli
 from personaplex_server.auth import RedactTokenFilter, bearer_token, redact, token_ok
 from personaplex_server.config import Settings, add_settings_arguments, settings_from_args
 from personaplex_server.engine_api import engine_config_kwargs
+from personaplex_server.uvicorn_server import uvicorn_kwargs
 
 
 def parse(argv: list[str]) -> Settings:
@@ -23,8 +25,44 @@ def parse(argv: list[str]) -> Settings:
 def test_every_setting_but_the_secret_is_a_flag():
     parser = argparse.ArgumentParser()
     add_settings_arguments(parser)
-    flags = {a.dest for a in parser._actions if a.dest != "help"}
+    flags = {a.dest for a in parser._actions if a.help != argparse.SUPPRESS} - {"help"}
     assert flags == set(Settings.model_fields) - {"access_token"}
+    help_text = parser.format_help()
+    assert "--no-use-compile" in help_text
+    assert "PERSONAPLEX_MAX_SESSIONS" in help_text and "--access-token " not in help_text
+
+
+def test_every_flag_in_the_readme_still_works():
+    """The README's table of settings names each flag; users' scripts rely on them."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `PERSONAPLEX_(\w+)` \| ([^|]+) \|", readme, re.MULTILINE)
+    assert {name.lower() for name, _ in rows} == set(Settings.model_fields)
+    parser = cli.build_parser()
+    for name, cell in rows:
+        field, flag = name.lower(), cell.strip().strip("`")
+        if flag == "(env only)":
+            assert field == "access_token"
+        elif flag.startswith("--[no-]"):
+            yes, no = flag.replace("[no-]", ""), flag.replace("[no-]", "no-")
+            for given, value in (yes, True), (no, False):
+                assert vars(parser.parse_args(["serve", given]))[field] is value, given
+        else:
+            default = Settings.model_fields[field].default
+            value = str(default) if default is not None else "/some/path"
+            assert vars(parser.parse_args(["serve", flag, value]))[field] == value, flag
+
+
+@pytest.mark.parametrize("argv", [["--access-token", "s3cret"], ["--access-token=s3cret"]])
+def test_the_access_token_is_never_a_flag(argv, monkeypatch, capsys):
+    monkeypatch.setenv("PERSONAPLEX_ACCESS_TOKEN", "from-env")
+    with pytest.raises(SystemExit) as exc:
+        parse(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--access-token is not accepted on the command line" in err
+    assert "PERSONAPLEX_ACCESS_TOKEN" in err and "s3cret" not in err
+    # Without the flag the token comes from the environment (the flag's slot adds nothing).
+    assert parse([]).access_token.get_secret_value() == "from-env"  # type: ignore[union-attr]
 
 
 def test_defaults_match_the_official_server():
@@ -66,7 +104,7 @@ def test_access_token_from_env_or_file_never_shown(monkeypatch: pytest.MonkeyPat
     with pytest.raises(ValidationError, match="cannot read"):
         Settings(access_token_file=tmp_path / "missing")
     with pytest.raises(SystemExit):
-        parse(["--access-token", "x"])  # no such flag: secrets stay off argv
+        parse(["--access-token", "x"])  # refused: secrets stay off argv
 
 
 def test_token_compare_and_redaction():
@@ -143,7 +181,7 @@ def test_real_engine_config_accepts_every_shared_setting():
 
 def test_uvicorn_gets_tls_and_limits():
     s = Settings(ssl_certfile=Path("c.pem"), ssl_keyfile=Path("k.pem"), max_message_bytes=4096)
-    kw = cli.uvicorn_kwargs(s)
+    kw = uvicorn_kwargs(s)
     assert kw["ssl_certfile"] == "c.pem" and kw["ssl_keyfile"] == "k.pem"
     assert kw["ws_per_message_deflate"] is False
     assert kw["ws_max_size"] >= 4096
@@ -160,7 +198,8 @@ def test_importing_the_server_does_no_work():
     import sys
 
     code = (
-        "import sys, personaplex_server.app, personaplex_server.cli, personaplex_server.client;"
+        "import sys, personaplex_server.app, personaplex_server.cli, personaplex_server.client,"
+        " personaplex_server.engine;"
         "heavy = [m for m in ('torch', 'moshi', 'av') if m in sys.modules];"
         "assert not heavy, heavy"
     )
@@ -168,16 +207,12 @@ def test_importing_the_server_does_no_work():
 
 
 def test_max_sessions_auto_from_env_and_flag(monkeypatch) -> None:
-    import argparse
-
-    from personaplex_server.config import add_settings_arguments
-
     monkeypatch.setenv("PERSONAPLEX_MAX_SESSIONS", "8")
     assert Settings().max_sessions == 8
     monkeypatch.setenv("PERSONAPLEX_MAX_SESSIONS", "auto")
     assert Settings().max_sessions == "auto"
-    parser = argparse.ArgumentParser()
-    add_settings_arguments(parser)
-    assert parser.parse_args(["--max-sessions", "auto"]).max_sessions == "auto"
+    assert parse(["--max-sessions", "auto"]).max_sessions == "auto"
+    monkeypatch.setenv("PERSONAPLEX_MAX_SESSIONS", "auto")
+    assert parse(["--max-sessions", "3"]).max_sessions == 3
     with pytest.raises(ValueError, match="1-64 or auto"):
         Settings(max_sessions=65)

@@ -1,3 +1,5 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Documentation of the credential options every project GCP module shares.
 
 The options themselves are defined once, as AUTH_ARGUMENT_SPEC in module_utils/gcp_rest.py; modules pull this

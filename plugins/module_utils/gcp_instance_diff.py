@@ -1,4 +1,5 @@
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """What differs between an existing VM and the wanted one, and how Compute Engine lets each change be made.
 
 Pure Python, shared by the plan (gcp_state, GET only) and by gcp_compute_instance_state (which

@@ -1,5 +1,6 @@
 #!/usr/bin/python
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Ansible module: create a Compute Engine VM from a REST body (fields google.cloud 1.10 lacks, e.g. Spot)."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 #!/usr/bin/python
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Ansible module: find one deployment's fleet resources by exact identity. Read-only."""
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ options:
     description: Image family of the deployment's baked images.
     type: str
     required: true
+  vm_zone:
+    description: With C(vm_name), also say whether the deployment's single VM exists (make start/stop).
+    type: str
+  vm_name:
+    description: Name of the deployment's single VM.
+    type: str
 extends_documentation_fragment: [gcp_auth]
 author: PersonaPlex deployment project
 """
@@ -58,6 +65,10 @@ found:
   description: Collection path -> names, for each fleet collection (teardown deletes in reverse creation order).
   type: dict
   returned: success
+vm_exists:
+  description: Whether the single VM exists (null unless vm_zone and vm_name are given).
+  type: bool
+  returned: success
 """
 
 from typing import Any
@@ -67,7 +78,7 @@ from ansible.module_utils.gcp_rest import AUTH_ARGUMENT_SPEC, COMPUTE, GcpApiErr
 
 # Deletion order: users before what they use (the API refuses deleting a resource in use).
 ORDER = ["global/forwardingRules", "global/addresses", "global/targetHttpsProxies", "global/sslCertificates", "global/urlMaps",
-         "global/backendServices", "global/securityPolicies", "REGION/autoscalers", "REGION/instanceGroupManagers",
+         "global/backendBuckets", "global/backendServices", "global/securityPolicies", "REGION/autoscalers", "REGION/instanceGroupManagers",
          "global/instanceTemplates", "global/healthChecks", "global/firewalls", "global/images"]
 
 
@@ -108,13 +119,19 @@ def find(params: dict[str, Any], client: GcpClient) -> tuple[dict[str, list[str]
 def main() -> None:
     spec = dict(AUTH_ARGUMENT_SPEC)
     spec.update(region={"type": "str", "required": True}, deployment={"type": "str", "required": True},
-                marker={"type": "str", "required": True}, image_family={"type": "str", "required": True})
+                marker={"type": "str", "required": True}, image_family={"type": "str", "required": True},
+                vm_zone={"type": "str"}, vm_name={"type": "str"})
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    p = module.params
+    vm_exists = None
     try:
-        found, images = find(module.params, client_from_params(module.params))
+        client = client_from_params(p)
+        found, images = find(p, client)
+        if p["vm_zone"] and p["vm_name"]:
+            vm_exists = client.get(f"{COMPUTE}/projects/{p['project']}/zones/{p['vm_zone']}/instances/{p['vm_name']}", allow_404=True) is not None
     except (GcpApiError, RuntimeError) as exc:
         module.fail_json(**error_result(exc))
-    module.exit_json(changed=False, found=found, order=list(found), images=images)
+    module.exit_json(changed=False, found=found, order=list(found), images=images, vm_exists=vm_exists)
 
 
 if __name__ == "__main__":

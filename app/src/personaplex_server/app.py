@@ -8,45 +8,19 @@ import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from fastapi import FastAPI
-from starlette.requests import HTTPConnection
 
 from . import __version__
-from .audio import OpusEncoder, PcmEncoder, make_encoder_factory
+from .audio import make_encoder_factory
 from .batching import StepBatcher
 from .config import Settings
-from .engine_api import EngineFactory, EngineLike, SamplingParams, load_real_engine
-from .metrics import Metrics
-from .sessions import Capacity, EngineWorker
+from .engine_api import EngineFactory, load_real_engine
+from .routes import chat, http
+from .state import AppState, app_state
+from .worker import Capacity, EngineWorker
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class AppState:
-    settings: Settings
-    engine_factory: EngineFactory
-    sampling_cls: Callable[..., Any] | None
-    on_load_failure: Callable[[BaseException], None] | None
-    encoder_factory: Callable[[int], PcmEncoder] = OpusEncoder
-    metrics: Metrics = field(default_factory=Metrics)
-    worker: EngineWorker | None = None
-    batcher: StepBatcher | None = None
-    capacity: Capacity = field(default_factory=lambda: Capacity(1))
-    engine: EngineLike | None = None
-    ready: bool = False
-    load_error: str | None = None
-    load_seconds: float | None = None
-    started_at: float = field(default_factory=time.time)
-
-
-def get_state(conn: HTTPConnection | FastAPI) -> AppState:
-    app = conn if isinstance(conn, FastAPI) else conn.app
-    state: AppState = app.state.personaplex
-    return state
 
 
 async def _load_engine(state: AppState) -> None:
@@ -62,13 +36,6 @@ async def _load_engine(state: AppState) -> None:
         )
         state.encoder_factory(24000)  # fail now, not on the first client, if unusable
         engine = await state.worker.call(state.engine_factory, settings)
-        if state.sampling_cls is None:
-            if state.engine_factory is load_real_engine:
-                from .engine_api import real_sampling_cls
-
-                state.sampling_cls = real_sampling_cls()
-            else:
-                state.sampling_cls = SamplingParams
         engine_capacity = engine.info.get("capacity")
         limit = settings.max_sessions
         if limit == "auto":  # the engine measured what it can hold
@@ -112,7 +79,7 @@ def _is_expected(exc: BaseException) -> bool:
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    state = get_state(app)
+    state = app_state(app)
     # The event loop holds the GIL for Opus and WebSocket work; with Python's default 5 ms
     # switch interval each hand-off to the engine thread can wait that long, which with
     # many streams adds up to more than a frame (measured: dropped frames at 32 streams).
@@ -138,13 +105,10 @@ def create_app(
     settings: Settings,
     engine_factory: EngineFactory | None = None,
     *,
-    sampling_cls: Callable[..., Any] | None = None,
     on_load_failure: Callable[[BaseException], None] | None = None,
 ) -> FastAPI:
     """Build the app.  Nothing heavy happens here: the engine is loaded by the lifespan,
     in the engine worker thread, while /healthz already answers and /readyz says 503."""
-    from .routes import chat, http
-
     app = FastAPI(
         title="PersonaPlex voice server",
         version=__version__,
@@ -156,10 +120,10 @@ def create_app(
     app.state.personaplex = AppState(
         settings=settings,
         engine_factory=engine_factory or load_real_engine,
-        sampling_cls=sampling_cls,
         on_load_failure=on_load_failure,
     )
     app.include_router(http.router)
+    app.include_router(http.api_router)
     app.include_router(chat.router)
     http.mount_static(app, settings)
     return app

@@ -24,7 +24,7 @@ import numpy as np
 
 from .engine_api import EngineLike, EngineSessionLike, StepOutputLike
 from .metrics import Metrics
-from .sessions import EngineWorker
+from .worker import EngineWorker
 
 log = logging.getLogger(__name__)
 

@@ -102,13 +102,11 @@ def _serve(
             torch.set_num_threads(1)
         except ImportError:  # pragma: no cover
             pass
-    from .cli import uvicorn_kwargs
+    from .uvicorn_server import Server, uvicorn_kwargs
 
     app = create_app(settings, factory)
     kwargs = uvicorn_kwargs(settings)
     kwargs["log_config"] = None
-    from .uvicorn_server import Server
-
     Server(uvicorn.Config(app, **kwargs)).run()  # type: ignore[arg-type]
 
 

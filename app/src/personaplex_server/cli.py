@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from . import __version__
 from .auth import RedactTokenFilter
-from .config import Settings, add_settings_arguments, settings_from_args
+from .config import add_settings_arguments, settings_from_args
 
 
 def setup_logging(level: str) -> None:
@@ -27,30 +27,11 @@ def setup_logging(level: str) -> None:
         logger.propagate = True
 
 
-def uvicorn_kwargs(settings: Settings) -> dict[str, object]:
-    return {
-        "host": settings.host,
-        "port": settings.port,
-        "ssl_certfile": str(settings.ssl_certfile) if settings.ssl_certfile else None,
-        "ssl_keyfile": str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
-        # The protocol layer's own limit stays above ours, so oversized messages get a
-        # readable 0x05 error from the app instead of a bare close.
-        "ws_max_size": max(4 * settings.max_message_bytes, 1 << 20),
-        # Opus does not compress: per-message deflate would only burn CPU.
-        "ws_per_message_deflate": False,
-        "log_config": None,
-        "lifespan": "on",
-        "server_header": False,
-        # On SIGTERM open conversations get a few seconds, then a close (systemd stop).
-        "timeout_graceful_shutdown": 5,
-    }
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
-    from .uvicorn_server import Server
+    from .uvicorn_server import Server, uvicorn_kwargs
 
     try:
         settings = settings_from_args(args)

@@ -190,6 +190,10 @@ async def run_session(index: int, opts: ClientOptions, pcm: np.ndarray) -> Sessi
                 result.close_code = ws.close_code
     except InvalidStatus as exc:
         result.error = f"HTTP {exc.response.status_code} instead of a WebSocket"
+        # A fleet at zero instances: its load balancer answers 503 with Retry-After (docs/fleet.md).
+        retry_after = exc.response.headers.get("Retry-After")
+        if retry_after:
+            result.error += f"; the server is starting, retry in {retry_after} s"
     except ConnectionClosed as exc:
         result.close_code = exc.rcvd.code if exc.rcvd else None
         result.error = result.error or f"connection closed: {exc}"

@@ -1,28 +1,23 @@
 """All server configuration in one place.
 
 Every setting is read from the environment (prefix ``PERSONAPLEX_``) and is also a command
-line flag of ``personaplex-server serve`` (``--kebab-case-name``); the flags are generated
-from the model's fields, so the two never drift apart.  Secrets are the exception: the
-access token is read from the environment or from a file, never from the command line,
-because process arguments are visible to every user of the machine.
+line flag of ``personaplex-server serve`` (``--kebab-case-name``); the flags come from the
+model's fields (pydantic-settings' CLI source), so the two never drift apart.  Secrets are
+the exception: the access token is read from the environment or from a file, never from
+the command line, because process arguments are visible to every user of the machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, JsonValue, SecretStr, model_validator
-from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, CliSettingsSource, CliSuppress, SettingsConfigDict
 
 ENV_PREFIX = "PERSONAPLEX_"
-
-# json_schema_extra marker for fields that must never become a command line flag.
-_NO_CLI: dict[str, JsonValue] = {"cli": False}
 
 
 class Settings(BaseSettings):
@@ -112,10 +107,9 @@ class Settings(BaseSettings):
     )
 
     # --- security & limits -------------------------------------------------------------
-    access_token: SecretStr | None = Field(
+    access_token: CliSuppress[SecretStr | None] = Field(  # never a flag: argv is public
         None,
         description="Token required from clients (query 'token' or cookie). Env/file only.",
-        json_schema_extra=_NO_CLI,
     )
     access_token_file: Path | None = Field(
         None, description="File holding the access token (alternative to the env variable)."
@@ -164,58 +158,48 @@ class Settings(BaseSettings):
 
 
 # ---------------------------------------------------------------------------------------
-# Command line flags generated from the model fields
+# Command line flags: pydantic-settings' CLI source on the ``serve`` parser
 # ---------------------------------------------------------------------------------------
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+class _Refuse(argparse.Action):
+    """A secret given as a flag (CliSuppress fields): an error that does not echo it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any, **__: Any) -> None:
+        flag = self.option_strings[0]
+        parser.error(
+            f"{flag} is not accepted on the command line (every local user can read process "
+            f"arguments): set {ENV_PREFIX}{self.dest.upper()} or {flag}-file"
+        )
 
 
-def _unwrap_optional(annotation: Any) -> Any:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return annotation
-
-
-def _has_literal(annotation: Any) -> bool:
-    return any(typing.get_origin(a) is Literal for a in typing.get_args(annotation))
-
-
-def _cli_enabled(info: FieldInfo) -> bool:
-    extra = info.json_schema_extra
-    return not (isinstance(extra, dict) and extra.get("cli") is False)
+def _add_argument(parser: Any, *names: str, **kwargs: Any) -> Any:
+    annotation = Settings.model_fields[kwargs["dest"]].annotation
+    if kwargs.get("help") == argparse.SUPPRESS:
+        kwargs = {"dest": kwargs["dest"], "nargs": "?", "default": argparse.SUPPRESS}
+        kwargs.update(help=argparse.SUPPRESS, action=_Refuse)
+    elif typing.get_origin(annotation) is Literal:  # refused by argparse, listed in --help
+        kwargs.update(choices=typing.get_args(annotation), metavar=None)
+    return parser.add_argument(*names, **kwargs)
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per Settings field; flags default to 'not given' (env/defaults apply)."""
-    group = parser.add_argument_group(
-        "server settings", f"each flag can also be set as an environment variable {ENV_PREFIX}*"
+    """One flag per setting (``--kebab-case``, ``--[no-]flag`` for booleans), help with the
+    environment variable and default; a secret given as a flag is an error."""
+    source: CliSettingsSource[Settings] = CliSettingsSource(
+        Settings,
+        root_parser=parser,
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        cli_show_env_vars=True,
+        cli_hide_none_type=True,
+        add_argument_method=_add_argument,
     )
-    for name, info in Settings.model_fields.items():
-        if not _cli_enabled(info):
-            continue
-        annotation = _unwrap_optional(info.annotation)
-        env = ENV_PREFIX + name.upper()
-        help_text = f"{info.description} [env {env}, default {info.default!s}]"
-        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
-        if annotation is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(annotation) is Literal:
-            kwargs["choices"] = list(typing.get_args(annotation))
-        elif annotation in (int, float, str, Path):
-            kwargs["type"] = annotation
-        elif set(typing.get_args(annotation)) >= {int} and _has_literal(annotation):
-            kwargs["type"] = str  # a number or a keyword such as "auto": pydantic decides
-        else:  # pragma: no cover - guards against adding an unsupported field type
-            raise TypeError(f"no CLI mapping for setting {name}: {annotation!r}")
-        group.add_argument(_flag(name), **kwargs)
+    parser.set_defaults(settings_source=source)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Build Settings: flags given on the command line win over the environment."""
-    overrides = {name: getattr(args, name) for name in Settings.model_fields if hasattr(args, name)}
-    return Settings(**overrides)
+    source: CliSettingsSource[Settings] = args.settings_source
+    given = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
+    return Settings(_cli_settings_source=source(parsed_args=given))

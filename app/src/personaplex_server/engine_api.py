@@ -1,8 +1,8 @@
 """What the server needs from an engine, and how it loads the real one.
 
-The server never imports torch itself: :func:`load_real_engine` imports the engine package
-lazily (inside the lifespan's worker thread), so importing the server is cheap and tests
-can run the app with a stand-in engine.
+The server never imports torch itself: :func:`load_real_engine` reaches the engine's
+runtime (torch, moshi) only when it runs, in the lifespan's worker thread, so importing the
+server is cheap and tests can run the app with a stand-in engine.
 """
 
 from __future__ import annotations
@@ -47,17 +47,6 @@ class EngineLike(Protocol):
 EngineFactory = Callable[[Settings], EngineLike]
 
 
-@dataclasses.dataclass(frozen=True)
-class SamplingParams:
-    """Mirror of the engine's SamplingParams for stand-in engines (same fields/defaults)."""
-
-    temp: float = 0.8
-    temp_text: float = 0.7
-    top_k: int = 250
-    top_k_text: int = 25
-    seed: int | None = None
-
-
 def engine_config_kwargs(settings: Settings, config_cls: type) -> dict[str, Any]:
     """Settings fields that the engine's config dataclass also has, by name."""
     names = {f.name for f in dataclasses.fields(config_cls)}
@@ -79,10 +68,3 @@ def load_real_engine(settings: Settings) -> EngineLike:
     log.info("loading model from %s", settings.model_dir)
     loaded: EngineLike = engine_pkg.Engine.load(cfg)
     return loaded
-
-
-def real_sampling_cls() -> Callable[..., Any]:
-    from . import engine as engine_pkg
-
-    cls: Callable[..., Any] = engine_pkg.SamplingParams
-    return cls

@@ -1,14 +1,16 @@
-"""Conversations: capacity, the engine's worker thread and one session's loops.
+"""Conversations: one session's loops.
 
-A session runs three tasks in one ``asyncio.TaskGroup`` (when one ends, the others are
+A session runs four tasks in one ``asyncio.TaskGroup`` (when one ends, the others are
 cancelled):
 
 * ``receive``: WebSocket messages -> Opus decode -> 80 ms frames -> a small bounded queue
   (when the model falls behind real time the oldest frame is dropped and counted);
 * ``model``: prompts (then the 0x00 handshake), then one engine step per frame; the engine
-  is not thread-safe, so every engine call runs on one dedicated worker thread, and the
-  steps of all conversations are batched there (:mod:`personaplex_server.batching`);
-* ``emit``: sends queued messages to the client.
+  is not thread-safe, so every engine call runs on one dedicated worker thread
+  (:mod:`personaplex_server.worker`), and the steps of all conversations are batched
+  there (:mod:`personaplex_server.batching`);
+* ``emit``: sends queued messages to the client;
+* ``watchdog``: ends the conversation when a started client sends nothing for a while.
 
 How a session ended is decided in one place (:func:`personaplex_server.errors.to_client`).
 """
@@ -16,21 +18,19 @@ How a session ended is decided in one place (:func:`personaplex_server.errors.to
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from . import protocol
 from .audio import Framer, OpusDecodeError, OpusDecoder, PcmEncoder
+from .batching import StepBatcher
 from .engine_api import EngineLike, EngineSessionLike
 from .errors import (
     BadMessage,
@@ -49,113 +49,12 @@ from .errors import (
 )
 from .metrics import Metrics
 from .params import ChatParams
-
-if TYPE_CHECKING:
-    from .batching import StepBatcher
+from .worker import EngineWorker
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 OUTBOX_LIMIT = 256  # about 10 s of replies (audio + text per 80 ms frame)
 FLUSH_TIMEOUT_S = 2.0
-
-
-class Capacity:
-    """Counts conversations; refuses instead of waiting when full."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.active = 0
-
-    def try_acquire(self) -> bool:
-        if self.active >= self.limit:
-            return False
-        self.active += 1
-        return True
-
-    def release(self) -> None:
-        self.active = max(0, self.active - 1)
-
-
-class EngineWorker:
-    """The one thread that touches the engine (it is not thread-safe).
-
-    Jobs run in submission order.  The thread is a daemon: a server that stops while the
-    model is still loading exits at once instead of waiting for the load to finish."""
-
-    def __init__(self, name: str = "engine") -> None:
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            future, fn, args = job
-            if isinstance(future, asyncio.Future):
-                self._run_for_loop(future, fn, args)
-                continue
-            if not future.set_running_or_notify_cancel():
-                continue  # cancelled before it started
-            try:
-                future.set_result(fn(*args))
-            except BaseException as exc:
-                future.set_exception(exc)
-
-    @staticmethod
-    def _run_for_loop(
-        future: asyncio.Future[Any], fn: Callable[..., Any], args: tuple[Any, ...]
-    ) -> None:
-        if future.cancelled():  # read across threads: at worst the job runs for nothing
-            return
-        result: Any = None
-        error: BaseException | None = None
-        try:
-            result = fn(*args)
-        except BaseException as exc:
-            error = exc
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for it
-            future.get_loop().call_soon_threadsafe(_settle, future, result, error)
-
-    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
-        """Queue fn without waiting (used for cleanup that must run after queued work)."""
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._jobs.put((future, fn, args))
-        return future
-
-    def run_soon(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        """Queue fn; its result arrives in an asyncio future of the running loop.
-
-        This is the per-frame path: one loop callback when the job is done, instead of a
-        concurrent Future (a Condition per job) chained to an asyncio one by wrap_future."""
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._jobs.put((future, fn, args))
-        return future
-
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self.run_soon(fn, *args)
-
-    def shutdown(self) -> None:
-        """Stop after the jobs already queued."""
-        self._jobs.put(None)
-
-
-_Job = tuple[
-    "concurrent.futures.Future[Any] | asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]
-]
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    """On the loop: hand a worker job's outcome to its waiter (unless it gave up)."""
-    if future.cancelled():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
 
 
 @dataclass

@@ -154,7 +154,7 @@ def test_private_key_not_world_readable(host, path):
 
 
 def test_sandbox_exposure_at_most_2(host):
-    """`systemd-analyze security` rates the CPU profile's unit 2.0 or better (issue 8)."""
+    """`systemd-analyze security` rates the CPU profile's unit 2.0 or better (the unit tests rate the rendered unit the same way: tests/unit/roles/test_voice_server_unit.py)."""
     out = host.check_output(f"systemd-analyze security --no-pager {SERVICE}.service")
     match = next(line for line in out.splitlines() if line.startswith("→ Overall exposure level"))
     exposure = float(match.split(":", 1)[1].split()[0])

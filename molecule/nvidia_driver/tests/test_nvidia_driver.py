@@ -2,7 +2,7 @@
 
 Runs on the control node; `host` is the molecule container. Every test checks
 something the role is responsible for and would fail if the role stopped doing it.
-The packages are stand-ins (molecule/shared/standin_apt_repo/packages.yml); the apt
+The packages are stand-ins (molecule/shared/standin_repo/nvidia.yml); the apt
 machinery, signatures, pinning, holds, modprobe.d, initramfs and systemd are real.
 """
 

@@ -1,4 +1,4 @@
-"""A branch change on a host the role installed (issue 8: it did nothing before).
+"""A branch change on a host the role installed (the role used to leave the old branch in place).
 
 Runs last (file order): converges from the control node with nvidia_driver_branch=590.
 The role knows the 580 driver is its own (its record), releases the 580 holds, installs

@@ -7,7 +7,7 @@ secret named in the `personaplex-secret` metadata attribute from Secret Manager 
 fleet's service account may), writes it 0600 for the service user, makes a self-signed TLS key
 for the load balancer -> instance hop when none exists, and (re)starts the voice server.
 Secrets travel only in memory and in the 0600 file: never in argv or the journal.
-The PERSONAPLEX_BOOT_* variables exist for the test (tests/gcp/test_fleet_boot.py).
+The PERSONAPLEX_BOOT_* variables exist for the test (tests/unit/roles/test_fleet_boot.py).
 """
 
 import base64

@@ -1,9 +1,11 @@
 """The PersonaPlex runtime: one LMGen with a batch of ``max_sessions`` slots, one Mimi.
 
-A session owns a slot. This first version steps one slot at a time (the other slots are
-masked out with upstream's exec_mask, so their state does not move); the batch shape is
-already there for stepping several conversations in one LM call next. Mimi keeps one
-streaming state per slot and the engine swaps them in before use.
+A session owns a slot. :meth:`Engine.step_batch` steps several conversations in one call:
+one batched Mimi encode, one LM step and one Mimi decode over all slots, where upstream's
+exec_mask leaves the slots that are not in this step alone (their state does not move).
+Mimi's streaming state is batched over the slots the same way. Each slot samples with its
+own parameters and random stream (:mod:`.sampling`), so a conversation's output does not
+depend on which others share its step.
 
 Prompt phase, two equivalent ways (``prefill``):
 - prefill (default): every forced column but the last goes through the temporal

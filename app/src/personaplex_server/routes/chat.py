@@ -9,24 +9,24 @@ import time
 from fastapi import APIRouter, WebSocket
 
 from .. import protocol
-from ..app import get_state
 from ..auth import token_ok
-from ..engine_api import SamplingParams
+from ..engine import SamplingParams
 from ..errors import NotReady, ServerBusy, SessionError, Unauthorized
 from ..params import parse_chat_params
 from ..sessions import ChatSession, SessionLimits, close_quietly
+from ..state import State
 
 router = APIRouter()
 log = logging.getLogger("personaplex_server.chat")
 
 
 @router.websocket("/api/chat")
-async def chat(ws: WebSocket) -> None:
-    state = get_state(ws)
+async def chat(ws: WebSocket, state: State) -> None:
     settings = state.settings
     metrics = state.metrics
     peer = f"{ws.client.host}:{ws.client.port}" if ws.client else "unknown"
-    # Accept first: browsers only see messages and close codes, not HTTP refusals.
+    # Accept first: browsers only see messages and close codes, not HTTP refusals (so the
+    # token is checked here, not by a dependency that would refuse the upgrade).
     await ws.accept()
     try:
         if not token_ok(settings.access_token, ws.query_params, ws.cookies, ws.headers):
@@ -73,8 +73,7 @@ async def chat(ws: WebSocket) -> None:
     session: ChatSession | None = None
     reason = "internal_error"
     try:
-        sampling_cls = state.sampling_cls or SamplingParams
-        sampling = sampling_cls(
+        sampling = SamplingParams(
             temp=params.temp,
             temp_text=params.temp_text,
             top_k=params.top_k,

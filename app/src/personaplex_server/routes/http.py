@@ -7,29 +7,19 @@ import math
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.staticfiles import StaticFiles
 
 from .. import __version__
-from ..app import AppState, get_state
 from ..audio import describe_encoder
 from ..auth import COOKIE_NAME, QUERY_NAME, token_ok
 from ..config import Settings
+from ..state import AppState, State, require_token
 
-router = APIRouter()
-
-
-def _require_token(request: Request) -> None:
-    state = get_state(request)
-    if not token_ok(
-        state.settings.access_token, request.query_params, request.cookies, request.headers
-    ):
-        raise HTTPException(
-            401,
-            "missing or wrong access token (query 'token', cookie, or 'Authorization: Bearer')",
-        )
+router = APIRouter()  # open: health, readiness, metrics and the page (which asks for a token)
+api_router = APIRouter(dependencies=[Depends(require_token)])
 
 
 def _jsonable(value: Any) -> Any:
@@ -51,9 +41,8 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", tags=["ops"])
-async def readyz(request: Request) -> JSONResponse:
+async def readyz(state: State) -> JSONResponse:
     """200 once the model is loaded and warmed up, 503 before (or after a failed load)."""
-    state = get_state(request)
     if state.ready:
         return JSONResponse({"status": "ready"})
     if state.load_error is not None:
@@ -62,27 +51,22 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics", tags=["ops"])
-async def metrics(request: Request) -> Response:
-    state = get_state(request)
+async def metrics(state: State) -> Response:
     state.metrics.sessions_active.set(state.capacity.active)
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/api/voices", tags=["api"])
-async def voices(request: Request) -> dict[str, list[str]]:
+@api_router.get("/api/voices", tags=["api"])
+async def voices(state: State) -> dict[str, list[str]]:
     """Voice prompts a client may pass as ``voice_prompt``."""
-    _require_token(request)
-    state = get_state(request)
     if state.engine is None:
         raise HTTPException(503, "the model is still loading")
     return {"voices": sorted(state.engine.voices())}
 
 
-@router.get("/api/info", tags=["api"])
-async def info(request: Request) -> dict[str, Any]:
+@api_router.get("/api/info", tags=["api"])
+async def info(state: State) -> dict[str, Any]:
     """Model, device, precision, capacity and version."""
-    _require_token(request)
-    state = get_state(request)
     engine = state.engine
     return {
         "version": __version__,
@@ -107,9 +91,8 @@ async def info(request: Request) -> dict[str, Any]:
 
 
 @router.get("/", include_in_schema=False)
-async def index(request: Request) -> Response:
+async def index(request: Request, state: State) -> Response:
     """The official web UI when installed, otherwise a page saying how to connect."""
-    state = get_state(request)
     settings = state.settings
     if settings.access_token is not None:
         given = request.query_params.get(QUERY_NAME)
