@@ -7,7 +7,6 @@ PY ?= python3
 BIN := $(CURDIR)/$(VENV)/bin
 APP_VENV ?= app/.venv
 APP_BIN := $(CURDIR)/$(APP_VENV)/bin
-DEPLOY_TEST_VENV ?= .work/venv-deploy-tests
 ARGS ?=
 TAGS ?=
 INVENTORY ?= inventory/hosts.yml
@@ -37,19 +36,14 @@ $(APP_BIN)/personaplex-server: app/pyproject.toml
 	scripts/setup-venv.sh $(PY) $(APP_VENV) -e 'app[test]'
 	touch $@
 
-$(DEPLOY_TEST_VENV)/bin/pytest: tests/roles_deploy/requirements.txt
-	scripts/setup-venv.sh $(PY) $(DEPLOY_TEST_VENV) -r tests/roles_deploy/requirements.txt
-	touch $@
-
 # --- quality ----------------------------------------------------------------------------
 lint: setup $(APP_BIN)/personaplex-server ## yamllint + ansible-lint (production) + ruff/mypy on app/
 	yamllint -s .
 	ansible-lint --profile production
 	cd app && $(APP_BIN)/ruff check . && $(APP_BIN)/ruff format --check . && $(APP_BIN)/mypy src
 
-test-unit: setup $(DEPLOY_TEST_VENV)/bin/pytest ## pytest (in parallel): modules, module utils, role units, docs, playbooks against the stand-ins
+test-unit: setup ## pytest (in parallel): modules, module utils, role units, docs, playbooks against the stand-ins
 	$(BIN)/pytest -q -n auto tests
-	$(DEPLOY_TEST_VENV)/bin/pytest -q tests/roles_deploy
 
 test-app: $(APP_BIN)/personaplex-server ## the voice server's tests (CPU, tiny generated model)
 	scripts/app-test-prepare.sh
@@ -62,7 +56,7 @@ test-molecule: setup molecule-host $(APP_BIN)/personaplex-server ## every Molecu
 	scripts/run-molecule.sh
 
 test: ## everything CI runs: lint, unit tests, app tests, Molecule scenarios (each stage timed)
-	scripts/timed.sh setup $(MAKE) --no-print-directory setup $(APP_BIN)/personaplex-server $(DEPLOY_TEST_VENV)/bin/pytest
+	scripts/timed.sh setup $(MAKE) --no-print-directory setup $(APP_BIN)/personaplex-server
 	scripts/timed.sh lint $(MAKE) --no-print-directory lint
 	scripts/timed.sh test-unit $(MAKE) --no-print-directory test-unit
 	scripts/timed.sh test-app $(MAKE) --no-print-directory test-app

@@ -142,7 +142,7 @@ def first_word_problem(command: str) -> str:
         return f"make target(s) {missing} not in the Makefile" if missing else ""
     if word in SHELL_BUILTINS or word in PREREQUISITES:
         return ""
-    if word.startswith((".venv/bin/", "app/.venv/bin/", ".work/venv-deploy-tests/bin/")):
+    if word.startswith((".venv/bin/", "app/.venv/bin/")):
         tool = word.rsplit("/", 1)[-1]
         return "" if tool in VENV_TOOLS else f"{word}: {tool} is not a tool of the project's venvs"
     if "/" in word:
@@ -152,7 +152,7 @@ def first_word_problem(command: str) -> str:
     return f"{word!r} is neither a make target, a project script, a .venv tool nor a documented prerequisite"
 
 
-# Tools the pinned venvs provide (requirements.txt, app[test], tests/roles_deploy): named, not looked up,
+# Tools the pinned venvs provide (requirements.txt, app[test]): named, not looked up,
 # so the test does not depend on which venvs happen to be built.
 VENV_TOOLS = {"ansible-playbook", "ansible-inventory", "ansible-vault", "ansible", "ansible-galaxy", "ansible-lint",
               "yamllint", "molecule", "pytest", "pip", "python", "personaplex-server", "ruff", "mypy"}

@@ -1,29 +1,63 @@
-"""Behaviour of roles/model_weights/files/personaplex_weights.py against stand-in sources.
+"""Behaviour of the personaplex_weights module (plugins/modules) against stand-in sources.
 
-Hugging Face: hf_fixture.HubFixture (the Hub's HTTP protocol, gated answers included).
-GCS: gcp-storage-emulator (google-cloud-storage honours STORAGE_EMULATOR_HOST).
-The helper's code path is the production one; only the server at the other end differs.
+Hugging Face: standins.hf_hub (the Hub's HTTP protocol, gated answers included).
+GCS: standins.gcs_emulator (gcp-storage-emulator; google-cloud-storage honours
+STORAGE_EMULATOR_HOST). The module runs in-process as Ansible runs it (arguments through
+AnsibleModule, the JSON result on stdout, exit status), so the no_log scrubbing of the
+token is Ansible's own; only the servers at the other end differ.
 """
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import hashlib
+import importlib.util
 import io
+import json
 import os
 import pwd
 import stat
+import sys
 import tarfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import REPO_ID, make_tgz, model_files, run
-from hf_fixture import HubFixture
+from standins.gcs_emulator import gcs  # noqa: F401  (fixture)
+from standins.hf_hub import REPO_ID, HubFixture, hub, make_tgz, model_files  # noqa: F401
 
+REPO = Path(__file__).resolve().parents[4]
+MODULE = REPO / "plugins" / "modules" / "personaplex_weights.py"
 USER = pwd.getpwuid(os.getuid()).pw_name
 GROUP = grp.getgrgid(os.getgid()).gr_name
+
+
+@pytest.fixture(scope="session")
+def helper() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("personaplex_weights", MODULE)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["personaplex_weights"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run(helper: ModuleType, args: dict[str, Any], check: bool = False) -> tuple[int, dict[str, Any], str]:
+    """Run the module as Ansible does: its arguments in, one JSON result and an exit status out."""
+    from ansible.module_utils import basic
+
+    payload = {"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check}}
+    basic._ANSIBLE_ARGS = json.dumps(payload).encode()
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exited:
+            helper.main()
+    finally:
+        basic._ANSIBLE_ARGS = None
+    text = out.getvalue()
+    return int(exited.value.code or 0), json.loads(text.strip().splitlines()[-1]), text
 
 
 def hf_request(hub: HubFixture, dest: Path, token: str | None = "hf_good", **kw: Any) -> dict:
@@ -34,12 +68,10 @@ def hf_request(hub: HubFixture, dest: Path, token: str | None = "hf_good", **kw:
         "owner": USER,
         "group": GROUP,
         "min_free_gb": 0,
-        "huggingface": {
-            "repo": REPO_ID,
-            "revision": "main",
-            "endpoint": hub.endpoint,
-            "token": token,
-        },
+        "hf_repo": REPO_ID,
+        "hf_revision": "main",
+        "hf_endpoint": hub.endpoint,
+        "hf_token": token,
     }
     req.update(kw)
     return req
@@ -53,13 +85,18 @@ def test_hf_fresh_download_verifies_unpacks_and_records(
     helper: ModuleType, hub: HubFixture, tmp_path: Path
 ) -> None:
     dest = tmp_path / "model"
-    rc, out, _ = run(helper, hf_request(hub, dest))
+    rc, out, text = run(helper, hf_request(hub, dest))
     assert rc == 0, out
     assert out["changed"] is True
     src = hub.repos[REPO_ID].files
     for name, data in src.items():
         assert (dest / name).read_bytes() == data
         assert out["files"][name]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert out["bytes"] == sum(len(d) for d in src.values())
+    assert out["revision"] == hub.repos[REPO_ID].sha  # the commit "main" resolved to
+    # no_log: the token is in neither the result nor the echoed arguments
+    assert "hf_good" not in text
+    assert out["invocation"]["module_args"]["hf_token"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
     assert (dest / "voices" / "NATF0.pt").is_file()
     assert (dest / "dist" / "assets" / "app.js").read_bytes() == b"x"
     assert (dest / ".personaplex-manifest.json").is_file()
@@ -138,8 +175,8 @@ def test_gated_not_accepted_says_accept_license(
 ) -> None:
     rc, out, text = run(helper, hf_request(hub, tmp_path / "m", token="hf_not_granted"))
     assert rc == 1
-    assert "accept the license at https://huggingface.co/nvidia/personaplex-7b-v1" in out["error"]
-    assert "then rerun" in out["error"]
+    assert "accept the license at https://huggingface.co/nvidia/personaplex-7b-v1" in out["msg"]
+    assert "then rerun" in out["msg"]
     assert "hf_not_granted" not in text
     assert not (tmp_path / "m" / "model.safetensors").exists()
 
@@ -149,7 +186,7 @@ def test_no_token_for_gated_model_explains(
 ) -> None:
     rc, out, _ = run(helper, hf_request(hub, tmp_path / "m", token=None))
     assert rc == 1
-    assert "HF_TOKEN" in out["error"] and "accept the license" in out["error"]
+    assert "HF_TOKEN" in out["msg"] and "accept the license" in out["msg"]
 
 
 def test_wrong_token_rejected_and_never_printed(
@@ -157,7 +194,7 @@ def test_wrong_token_rejected_and_never_printed(
 ) -> None:
     rc, out, text = run(helper, hf_request(hub, tmp_path / "m", token="hf_wrong_secret"))
     assert rc == 1
-    assert "401" in out["error"] and "token" in out["error"]
+    assert "401" in out["msg"] and "token" in out["msg"]
     assert "hf_wrong_secret" not in text
 
 
@@ -170,7 +207,7 @@ def test_corrupt_download_never_reaches_final_path(
     (dest / "model.safetensors").unlink()
     hub.repos[REPO_ID].corrupt = {"model.safetensors"}
     rc, out, _ = run(helper, hf_request(hub, dest))
-    assert rc == 1 and "sha256 mismatch" in out["error"] and "rerun" in out["error"]
+    assert rc == 1 and "sha256 mismatch" in out["msg"] and "rerun" in out["msg"]
     assert not (dest / "model.safetensors").exists()
     # the other files stayed in place and verified
     assert (dest / "config.json").is_file()
@@ -183,7 +220,7 @@ def test_full_disk_stops_before_downloading(
     helper: ModuleType, hub: HubFixture, tmp_path: Path
 ) -> None:
     rc, out, _ = run(helper, hf_request(hub, tmp_path / "m", min_free_gb=10**6))
-    assert rc == 1 and "not enough disk space" in out["error"]
+    assert rc == 1 and "not enough disk space" in out["msg"]
     assert hub.downloads() == []
 
 
@@ -193,10 +230,21 @@ def test_check_mode_reports_without_changing(
     dest = tmp_path / "model"
     run(helper, hf_request(hub, dest))
     (dest / "config.json").unlink()
-    rc, out, _ = run(helper, hf_request(hub, dest, check=True))
+    rc, out, _ = run(helper, hf_request(hub, dest), check=True)
     assert rc == 0 and out["changed"] is True
     assert any("config.json" in a for a in out["actions"])
     assert not (dest / "config.json").exists()
+
+
+def test_check_mode_on_a_fresh_host_downloads_nothing(
+    helper: ModuleType, hub: HubFixture, tmp_path: Path
+) -> None:
+    dest = tmp_path / "model"
+    rc, out, _ = run(helper, hf_request(hub, dest), check=True)
+    assert rc == 0 and out["changed"] is True, out
+    assert out["actions"] == [f"create {dest} and fetch everything"]
+    assert not dest.exists()
+    assert hub.downloads() == []
 
 
 def test_unsafe_archive_is_refused(helper: ModuleType, hub: HubFixture, tmp_path: Path) -> None:
@@ -207,7 +255,7 @@ def test_unsafe_archive_is_refused(helper: ModuleType, hub: HubFixture, tmp_path
         tar.addfile(info, io.BytesIO(b"x"))
     hub.repos[REPO_ID].files["voices.tgz"] = buf.getvalue()
     rc, out, _ = run(helper, hf_request(hub, tmp_path / "m"))
-    assert rc == 1 and "unsafe member" in out["error"]
+    assert rc == 1 and "unsafe member" in out["msg"]
     assert not (tmp_path / "escape.pt").exists()
 
 
@@ -232,7 +280,8 @@ def gcs_request(dest: Path, **kw: Any) -> dict:
         "min_free_gb": 0,
         "parallel": 3,
         "chunk_mb": 1,
-        "gcs": {"bucket": "models-bucket", "prefix": "personaplex"},
+        "gcs_bucket": "models-bucket",
+        "gcs_prefix": "personaplex",
     }
     req.update(kw)
     return req
@@ -304,7 +353,7 @@ def test_gcs_missing_object_explained(helper: ModuleType, gcs: Any, tmp_path: Pa
     del files["dist.tgz"]
     seed_bucket(gcs, "personaplex", files)
     rc, out, _ = run(helper, gcs_request(tmp_path / "m"))
-    assert rc == 1 and "dist.tgz" in out["error"] and "model_weights_gcs_upload" in out["error"]
+    assert rc == 1 and "dist.tgz" in out["msg"] and "model_weights_gcs_upload" in out["msg"]
     assert not (tmp_path / "m" / "model.safetensors").exists()
 
 
@@ -312,11 +361,11 @@ def test_hf_download_uploaded_to_bucket_then_gcs_serves_it(
     helper: ModuleType, hub: HubFixture, gcs: Any, tmp_path: Path
 ) -> None:
     dest = tmp_path / "first"
-    upload = {"bucket": "models-bucket", "prefix": "personaplex"}
-    rc, out, _ = run(helper, hf_request(hub, dest, upload=upload))
+    upload = {"gcs_bucket": "models-bucket", "gcs_prefix": "personaplex", "gcs_upload": True}
+    rc, out, _ = run(helper, hf_request(hub, dest, **upload))
     assert rc == 0, out
     assert sum("upload" in a for a in out["actions"]) == len(model_files())
-    rc, out, _ = run(helper, hf_request(hub, dest, upload=upload))
+    rc, out, _ = run(helper, hf_request(hub, dest, **upload))
     assert rc == 0 and out["changed"] is False
     rc, out, _ = run(helper, gcs_request(tmp_path / "second"))
     assert rc == 0, out
@@ -341,16 +390,16 @@ def test_local_source_copies_and_checks(helper: ModuleType, tmp_path: Path) -> N
         "owner": USER,
         "group": GROUP,
         "min_free_gb": 0,
-        "local": {"path": str(src)},
+        "local_path": str(src),
     }
     rc, out, _ = run(helper, req)
     assert rc == 0 and out["changed"]
     assert (tmp_path / "m" / "voices" / "A.pt").read_bytes() == b"a"
     rc, out, _ = run(helper, req)
     assert rc == 0 and not out["changed"], out
-    req["local"]["path"] = str(tmp_path / "nope")
+    req["local_path"] = str(tmp_path / "nope")
     rc, out, _ = run(helper, req)
-    assert rc == 1 and "does not exist" in out["error"]
+    assert rc == 1 and "does not exist" in out["msg"]
 
 
 # ------------------------------------------------------------------------------ auto
@@ -359,8 +408,8 @@ def test_local_source_copies_and_checks(helper: ModuleType, tmp_path: Path) -> N
 def test_auto_uses_hub_first_then_the_bucket(
     helper: ModuleType, hub: HubFixture, gcs: Any, tmp_path: Path
 ) -> None:
-    bucket = {"bucket": "models-bucket", "prefix": "personaplex"}
-    first = hf_request(hub, tmp_path / "first", source="auto", gcs=bucket, upload=bucket)
+    bucket = {"gcs_bucket": "models-bucket", "gcs_prefix": "personaplex", "gcs_upload": True}
+    first = hf_request(hub, tmp_path / "first", source="auto", **bucket)
     rc, out, _ = run(helper, first)
     assert rc == 0, out
     assert hub.downloads()  # the bucket was empty: the Hub served the files
@@ -368,7 +417,7 @@ def test_auto_uses_hub_first_then_the_bucket(
     hub.requests.clear()
     rc, out, _ = run(helper, first)
     assert rc == 0 and out["changed"] is False  # a rerun neither flips source nor uploads
-    rebuilt = hf_request(hub, tmp_path / "rebuilt", source="auto", gcs=bucket, upload=bucket)
+    rebuilt = hf_request(hub, tmp_path / "rebuilt", source="auto", **bucket)
     rc, out, _ = run(helper, rebuilt)
     assert rc == 0, out
     assert hub.downloads() == []  # the rebuilt VM fetched everything from the bucket
@@ -386,7 +435,7 @@ def test_hf_interrupted_download_resumes_on_the_next_run(
     repo.files["model.safetensors"] = os.urandom(24 << 20)
     repo.cut_after = {"model.safetensors": 12 << 20}
     rc, out, _ = run(helper, hf_request(hub, dest))
-    assert rc == 1 and "rerun to resume" in out["error"], out
+    assert rc == 1 and "rerun to resume" in out["msg"], out
     assert not (dest / "model.safetensors").exists()  # nothing partial in the final path
     assert (dest / "config.json").is_file()  # the files that did arrive were kept
     hub.range_starts.clear()

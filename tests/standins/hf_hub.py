@@ -7,17 +7,27 @@ does for a gated repo (``X-Error-Code: GatedRepo``) and a bad token (401). ``ola
 (PyPI) was considered first: it can serve local git mirrors offline, but it cannot
 produce the Hub's gated-access and bad-token answers, nor serve a corrupted byte
 stream, which are exactly the cases these tests are about.
+
+The ``hub`` fixture serves a small PersonaPlex-shaped repository (``REPO_ID``, gated; the
+token ``hf_good`` is granted, ``hf_not_granted`` is valid but not granted, any other is
+rejected with 401). Import it into a test module: ``from standins.hf_hub import hub``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
+import tarfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlparse
+
+import pytest
 
 
 @dataclass
@@ -184,3 +194,49 @@ class HubFixture:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+
+REPO_ID = "nvidia/personaplex-7b-v1"
+# The files the real repository stores with Git LFS (the Hub publishes their sha256).
+LFS = {
+    "model.safetensors",
+    "tokenizer-e351c8d8-checkpoint125.safetensors",
+    "voices.tgz",
+    "dist.tgz",
+    "tokenizer_spm_32k_3.model",
+}
+
+
+def make_tgz(top: str, members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def model_files() -> dict[str, bytes]:
+    """A small stand-in for the PersonaPlex repository's file set."""
+    rnd = os.urandom
+    return {
+        "model.safetensors": rnd(3 * 1024 * 1024 + 17),
+        "tokenizer-e351c8d8-checkpoint125.safetensors": rnd(1024 * 1024),
+        "tokenizer_spm_32k_3.model": rnd(5000),
+        "config.json": json.dumps({"dep_q": 16}).encode(),
+        "voices.tgz": make_tgz("voices", {"NATF0.pt": rnd(2000), "NATM1.pt": rnd(3000)}),
+        "dist.tgz": make_tgz("dist", {"index.html": b"<html></html>", "assets/app.js": b"x"}),
+    }
+
+
+@pytest.fixture
+def hub() -> Iterator[HubFixture]:
+    fx = HubFixture()
+    fx.valid_tokens = {"hf_good", "hf_not_granted"}
+    fx.repos[REPO_ID] = FakeRepo(
+        files=model_files(), lfs=set(LFS), gated=True, granted_tokens={"hf_good"}
+    )
+    fx.start()
+    yield fx
+    fx.stop()

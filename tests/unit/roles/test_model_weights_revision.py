@@ -1,6 +1,6 @@
 """The model revision is honoured whatever the source: the bucket copy's prefix names the
 revision, so with `model_weights_source: auto` a new `model_weights_hf_revision` is not
-served from a bucket holding an older one (the helper looks only under that prefix)."""
+served from a bucket holding an older one (the personaplex_weights module looks only under that prefix)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 ANSIBLE = REPO / ".venv" / "bin" / "ansible"
 
 pytestmark = pytest.mark.skipif(not ANSIBLE.exists(), reason="needs the control-node .venv")

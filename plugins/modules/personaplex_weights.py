@@ -1,14 +1,10 @@
-#!/usr/bin/env python3
-"""Fetch, verify and unpack the PersonaPlex model files into one folder.
+#!/usr/bin/python
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Ansible module: fetch, verify and unpack the PersonaPlex model files into one folder.
 
-Run by the ``model_weights`` Ansible role on the target host with the server venv's
-Python. The whole request (including any Hugging Face token) arrives as one JSON
-object on standard input, never in argv or the environment of a shell, so no secret
-shows up in a process list or a log. The answer is one JSON object on standard output:
-
-    {"ok": true, "changed": bool, "actions": [...], "files": {...}}
-    {"ok": false, "error": "what went wrong and what to do"}
-
+Run by the ``model_weights`` role on the target with the server venv's Python (the task
+sets ``ansible_python_interpreter``), which has huggingface_hub and google-cloud-storage.
 Sources: ``huggingface`` (huggingface_hub), ``gcs`` (google-cloud-storage with the
 machine's credentials; STORAGE_EMULATOR_HOST is honoured for tests), ``local`` (a
 folder on the target) and ``tiny`` (personaplex_server.tiny.generate, a random test
@@ -21,15 +17,173 @@ and re-fetch only what is missing or damaged. ``verify: deep`` re-hashes everyth
 
 from __future__ import annotations
 
+DOCUMENTATION = r"""
+---
+module: personaplex_weights
+short_description: Fetch, verify and unpack the PersonaPlex model files
+description:
+  - Fetches the model files from Hugging Face, a Cloud Storage bucket, a folder on the
+    target, or generates a tiny random PersonaPlex-shaped test model.
+  - Every file is staged in C(dest/.staging), checked against the size and hash the
+    source publishes (Hub LFS sha256 or git blob sha1; GCS size, crc32c, md5 and the
+    sha256 kept in the object metadata), then renamed into place, so I(dest) never holds
+    a partial or corrupt file. Interrupted downloads resume on the next run.
+  - A manifest (C(.personaplex-manifest.json)) records what was verified; a rerun compares
+    size and modification time with it and re-fetches only what is missing or damaged.
+  - Free disk space is checked before any download.
+  - C(voices.tgz) and C(dist.tgz) are unpacked into C(voices/) and C(dist/).
+  - Files end up 0640 and folders 0750, owned by I(owner) and I(group).
+  - Runs on the target and needs huggingface_hub and google-cloud-storage there (the
+    server venv built by the python_venv role has both); set C(ansible_python_interpreter)
+    to that venv's Python.
+  - Check mode reports what would be fetched, unpacked or uploaded without doing it.
+options:
+  source:
+    description:
+      - Where the files come from.
+      - C(auto) takes the GCS bucket when it holds every file with the sha256 this module
+        stores there on upload, else Hugging Face.
+    type: str
+    required: true
+    choices: [auto, huggingface, gcs, local, tiny]
+  dest:
+    description: Folder the files are put in (created 0750 when missing).
+    type: path
+    required: true
+  files:
+    description: File names to fetch; empty means every file the source has (C(tiny) always takes all).
+    type: list
+    elements: str
+    default: []
+  owner:
+    description: Owner of the files and folders; empty leaves the owner as it is.
+    type: str
+  group:
+    description: Group of the files and folders; empty leaves the group as it is.
+    type: str
+  verify:
+    description: C(fast) compares size and modification time with the manifest; C(deep) re-hashes every file.
+    type: str
+    choices: [fast, deep]
+    default: fast
+  min_free_gb:
+    description: Free disk space (GiB) kept in reserve on top of what the download needs.
+    type: float
+    default: 1
+  parallel:
+    description: Parallel downloads (files for Hugging Face, byte ranges for GCS).
+    type: int
+    default: 4
+  chunk_mb:
+    description: Size of one GCS byte range (MiB).
+    type: int
+    default: 64
+  unpack:
+    description: Unpack C(voices.tgz) and C(dist.tgz).
+    type: bool
+    default: true
+  hf_repo:
+    description: Hugging Face repository (C(huggingface) and C(auto) sources).
+    type: str
+  hf_revision:
+    description: Branch, tag or commit; the files of the commit it resolves to are fetched.
+    type: str
+    default: main
+  hf_endpoint:
+    description: Hub endpoint (a mirror); empty for huggingface.co.
+    type: str
+  hf_token:
+    description: Hugging Face read token of an account that accepted the model's license. Never logged.
+    type: str
+  gcs_bucket:
+    description: Bucket holding the files (C(gcs) and C(auto) sources, and I(gcs_upload)).
+    type: str
+  gcs_prefix:
+    description: Object prefix in the bucket.
+    type: str
+  gcs_project:
+    description: Project of the storage client; empty for the machine's own.
+    type: str
+  gcs_upload:
+    description: After files came from Hugging Face, copy them to I(gcs_bucket)/I(gcs_prefix) so a rebuilt machine fetches from there.
+    type: bool
+    default: false
+  local_path:
+    description: Folder on the target laid out like the Hugging Face repository (C(local) source).
+    type: path
+  tiny_seed:
+    description: Random seed of the tiny test model.
+    type: int
+    default: 0
+  tiny_cache_dir:
+    description: Where the tiny model is generated once on the target.
+    type: path
+    default: /var/cache/personaplex/tiny-model
+notes:
+  - Supports check mode.
+  - The token travels in the module's arguments (never argv) and is scrubbed from results and logs.
+author: PersonaPlex deployment project
+"""
+
+EXAMPLES = r"""
+- name: Fetch the model files from Hugging Face with the server venv's Python
+  personaplex_weights:
+    source: huggingface
+    dest: /var/lib/personaplex/model
+    owner: personaplex
+    group: personaplex
+    files: [model.safetensors, tokenizer_spm_32k_3.model, voices.tgz, dist.tgz, config.json]
+    hf_repo: nvidia/personaplex-7b-v1
+    hf_revision: main
+    hf_token: "{{ hf_token }}"
+  vars:
+    ansible_python_interpreter: /opt/personaplex/venv/bin/python
+
+- name: Fetch them from the project's bucket, 8 byte ranges at a time
+  personaplex_weights:
+    source: gcs
+    dest: /var/lib/personaplex/model
+    gcs_bucket: my-project-personaplex-weights
+    gcs_prefix: models/personaplex-7b-v1/main
+    parallel: 8
+  vars:
+    ansible_python_interpreter: /opt/personaplex/venv/bin/python
+"""
+
+RETURN = r"""
+actions:
+  description: What was done (or, in check mode, would be done), one line each.
+  type: list
+  elements: str
+  returned: always
+  sample: ["fetch model.safetensors", "unpack voices.tgz into voices/"]
+files:
+  description: Every verified file in I(dest) with its size and sha256.
+  type: dict
+  returned: when the source was listed
+  sample: {"config.json": {"size": 147, "sha256": "3c1f..."}}
+bytes:
+  description: Total size of the files in I(files).
+  type: int
+  returned: when the source was listed
+source:
+  description: The source as recorded in the manifest.
+  type: dict
+  returned: when the source was listed
+  sample: {"kind": "huggingface", "repo": "nvidia/personaplex-7b-v1", "revision": "main"}
+revision:
+  description: The Hugging Face commit the revision resolved to, when the Hub was the source; null otherwise.
+  type: str
+  returned: when the source was listed
+"""
+
 import base64
 import concurrent.futures
-import contextlib
 import hashlib
 import json
 import os
 import shutil
 import stat
-import sys
 import tarfile
 import tempfile
 import time
@@ -37,6 +191,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
 
 MANIFEST = ".personaplex-manifest.json"
 STAGING = ".staging"
@@ -801,6 +957,7 @@ def sync(req: Request) -> dict[str, Any]:
     fixed = fix_ownership(managed_paths(dest, manifest), req.owner, req.group, req.check)
     if fixed:
         actions.append(f"fix owner/mode of {fixed} paths")
+    hub = source.hf if isinstance(source, AutoSource) else source
     return {
         "changed": bool(actions),
         "actions": actions,
@@ -808,7 +965,9 @@ def sync(req: Request) -> dict[str, Any]:
             n: {"size": r["size"], "sha256": r["sha256"]}
             for n, r in sorted(manifest["files"].items())
         },
+        "bytes": sum(r["size"] for r in manifest["files"].values()),
         "source": source.describe(),
+        "revision": hub.commit if uses_hub and isinstance(hub, HuggingFaceSource) else None,
     }
 
 
@@ -847,27 +1006,36 @@ def upload_to_gcs(
     return actions
 
 
-def parse(data: dict[str, Any]) -> Request:
+def parse(params: dict[str, Any], check: bool) -> Request:
+    """The module's parameters as the request sync() works on."""
+    gcs = {
+        "bucket": params["gcs_bucket"] or "",
+        "prefix": params["gcs_prefix"] or "",
+        "project": params["gcs_project"] or "",
+    }
     req = Request(
-        source=data["source"],
-        dest=Path(data["dest"]),
-        files=list(data.get("files") or []),
-        owner=data.get("owner") or None,
-        group=data.get("group") or None,
-        verify=data.get("verify", "fast"),
-        check=bool(data.get("check", False)),
-        min_free_bytes=int(float(data.get("min_free_gb", 1)) * GIB),
-        parallel=int(data.get("parallel", 4)),
-        chunk_bytes=int(data.get("chunk_mb", 64)) * 1024 * 1024,
-        unpack=bool(data.get("unpack", True)),
-        hf=data.get("huggingface") or {},
-        gcs=data.get("gcs") or {},
-        local=data.get("local") or {},
-        tiny=data.get("tiny") or {},
-        upload=data.get("upload") or {},
+        source=params["source"],
+        dest=Path(params["dest"]),
+        files=list(params["files"] or []),
+        owner=params["owner"] or None,
+        group=params["group"] or None,
+        verify=params["verify"],
+        check=check,
+        min_free_bytes=int(float(params["min_free_gb"]) * GIB),
+        parallel=int(params["parallel"]),
+        chunk_bytes=int(params["chunk_mb"]) * 1024 * 1024,
+        unpack=bool(params["unpack"]),
+        hf={
+            "repo": params["hf_repo"] or "",
+            "revision": params["hf_revision"] or "main",
+            "endpoint": params["hf_endpoint"] or "",
+            "token": params["hf_token"] or "",
+        },
+        gcs=gcs,
+        local={"path": params["local_path"] or ""},
+        tiny={"seed": params["tiny_seed"], "cache_dir": params["tiny_cache_dir"]},
+        upload=dict(gcs) if params["gcs_upload"] else {},
     )
-    if req.verify not in ("fast", "deep"):
-        raise WeightsError("verify must be 'fast' or 'deep'")
     if req.source in ("huggingface", "auto") and not req.hf.get("repo"):
         raise WeightsError("the huggingface source needs a repo (model_weights_hf_repo)")
     if req.source == "gcs" and not req.gcs.get("bucket"):
@@ -877,27 +1045,42 @@ def parse(data: dict[str, Any]) -> Request:
     return req
 
 
-def main(argv: list[str] | None = None, stdin: Any = None, stdout: Any = None) -> int:
-    stdin = stdin or sys.stdin
-    stdout = stdout or sys.stdout
-    token = ""
+ARGUMENT_SPEC: dict[str, Any] = {
+    "source": {"type": "str", "required": True, "choices": ["auto", "huggingface", "gcs", "local", "tiny"]},
+    "dest": {"type": "path", "required": True},
+    "files": {"type": "list", "elements": "str", "default": []},
+    "owner": {"type": "str"},
+    "group": {"type": "str"},
+    "verify": {"type": "str", "choices": ["fast", "deep"], "default": "fast"},
+    "min_free_gb": {"type": "float", "default": 1},
+    "parallel": {"type": "int", "default": 4},
+    "chunk_mb": {"type": "int", "default": 64},
+    "unpack": {"type": "bool", "default": True},
+    "hf_repo": {"type": "str"},
+    "hf_revision": {"type": "str", "default": "main"},
+    "hf_endpoint": {"type": "str"},
+    # Ansible scrubs a no_log value from the result, the invocation and the target's log.
+    "hf_token": {"type": "str", "no_log": True},
+    "gcs_bucket": {"type": "str"},
+    "gcs_prefix": {"type": "str"},
+    "gcs_project": {"type": "str"},
+    "gcs_upload": {"type": "bool", "default": False},
+    "local_path": {"type": "path"},
+    "tiny_seed": {"type": "int", "default": 0},
+    "tiny_cache_dir": {"type": "path", "default": "/var/cache/personaplex/tiny-model"},
+}
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     try:
-        data = json.load(stdin)
-        token = (data.get("huggingface") or {}).get("token") or ""
-        result = sync(parse(data))
-        result["ok"] = True
-        rc = 0
+        result = sync(parse(module.params, module.check_mode))
     except WeightsError as exc:
-        result, rc = {"ok": False, "error": str(exc)}, 1
+        module.fail_json(msg=str(exc))
     except Exception as exc:  # report, never a traceback with local variables
-        result, rc = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}, 2
-    text = json.dumps(result)
-    if len(token) >= 8:  # never echo a token, even inside an upstream error message
-        text = text.replace(token, "***")
-    stdout.write(text + "\n")
-    return rc
+        module.fail_json(msg=f"{type(exc).__name__}: {exc}")
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(BrokenPipeError):
-        sys.exit(main(sys.argv[1:]))
+    main()

@@ -11,7 +11,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-PROBE = Path(__file__).resolve().parents[2] / "roles" / "voice_server" / "files" / "wait_ready.py"
+PROBE = Path(__file__).resolve().parents[3] / "roles" / "voice_server" / "files" / "wait_ready.py"
 
 
 def serve(status: int, body: dict) -> ThreadingHTTPServer:
