@@ -1,4 +1,4 @@
-"""The README's commands on a stock Debian 12 (issue 12 item 7), from the converge's logs.
+"""The README's commands on a stock Debian 12, from the converge's logs.
 
 converge.yml ran, as root: scripts/setup-venv.sh alone while python3-venv was missing,
 the README's apt-get line, `make setup`, and `make plan` with the settings in environment
