@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from urllib.parse import parse_qs
 
 import pytest
 from ansible.module_utils import gcp_rest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from project import write_service_account_key
 from standins.google_http import google_error
 
 
 @pytest.fixture
 def service_account_file(tmp_path):
-    """A service-account key file with a real RSA key (Google's JSON key format)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
-    path = tmp_path / "key.json"
-    path.write_text(json.dumps({
-        "type": "service_account", "project_id": "my-voice-project", "private_key_id": "abc123", "private_key": pem,
-        "client_email": "deployer@my-voice-project.iam.gserviceaccount.com", "client_id": "1234567890",
-        "token_uri": "https://oauth2.googleapis.com/token",
-    }))
-    path.chmod(0o600)
-    return str(path)
+    """A service-account key file with a real RSA key made now (Google's JSON key format)."""
+    return str(write_service_account_key(tmp_path / "key.json", "my-voice-project"))
 
 
 def test_service_account_key_is_exchanged_for_a_token_then_used(transport, service_account_file):
