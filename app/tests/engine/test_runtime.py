@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from engine_helpers import GREEDY
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from personaplex_server import tiny
 from personaplex_server.engine import (
@@ -140,6 +143,62 @@ def test_step_batch_equals_stepping_alone(make_engine: Callable[..., Engine]) ->
     with pytest.raises(ValueError, match="samples"):
         engine.step_batch([(sessions[0], NOISE[0]), (sessions[2], NOISE[0][:10])])
     assert [s.frames_used for s in sessions] == before
+
+
+# operators that bring a tensor's value to the host (on a GPU: wait for the device)
+HOST_READ_OPS = {"aten._local_scalar_dense", "aten.nonzero", "aten.is_nonzero"}
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts the tensor operations dispatched while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.ops[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_batched_step_has_no_per_slot_work_or_host_sync(
+    make_engine: Callable[..., Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One step of 4 conversations runs exactly the tensor operations of a step of 1 (the
+    Mimi encode, LM and Mimi decode are batched over all slots, no per-slot loop), reads
+    no tensor value on the host (``.item()``, ``bool()``, ``int()``: on a GPU each is a
+    sync) and copies to the host once per step, whatever the number of conversations."""
+    engine = make_engine(max_sessions=4)
+    sessions = [engine.new_session("NATF0.pt", "", SamplingParams(seed=i)) for i in range(4)]
+    for s in sessions:
+        s.run_prompt()
+    host_copies = 0
+
+    def counting(method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            nonlocal host_copies
+            host_copies += 1
+            return method(self, *args, **kwargs)
+
+        return call
+
+    for name in ("cpu", "tolist"):  # the ways to the host that dispatch no op on a CPU
+        monkeypatch.setattr(torch.Tensor, name, counting(getattr(torch.Tensor, name)))
+    counts = {}
+    for n in (1, 4):
+        group = [(s, NOISE[0]) for s in sessions[:n]]
+        engine.step_batch(group)  # past the first frames' special case in every slot
+        host_copies = 0
+        with _OpCounter() as counter:
+            engine.step_batch(group)
+        scalar_reads = {
+            op: c for op, c in counter.ops.items() if op.rsplit(".", 1)[0] in HOST_READ_OPS
+        }
+        assert scalar_reads == {}, f"host reads in a step of {n}: {scalar_reads}"
+        assert host_copies == 1, f"{host_copies} copies to the host in a step of {n}"
+        counts[n] = counter.ops
+    assert counts[4] == counts[1]
+    assert sum(counts[1].values()) > 100  # the counter saw the step's work
 
 
 def test_context_exhaustion_is_defined(tmp_path: Path, make_engine: Callable[..., Engine]) -> None:
