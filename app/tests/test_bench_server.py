@@ -1,6 +1,6 @@
 """`bench server` end to end (null engine, one short stream): it measures the codec's CPU
 inside the server during the run and prints the overhead ratio (CPU outside the model over
-the codec's CPU, the README's target)."""
+the codec's CPU, the README's target) and the CPU split by thread."""
 
 from __future__ import annotations
 
@@ -26,5 +26,9 @@ def test_bench_server_prints_the_overhead_ratio(capsys):
     # the total outside the model, and the ratio is their quotient.
     assert 0 < codec < outside, out
     assert ratio == pytest.approx(outside / codec, abs=0.02), out
+    # the split by thread: the event loop's thread does the Opus work, so it has some of
+    # the process's CPU time, never more than all of it
+    cpu, loop, others = float(cols[2][:-2]), float(cols[8][:-2]), float(cols[9][:-2])
+    assert 0 < loop <= cpu and loop + others == pytest.approx(cpu, abs=0.002), out
     m = re.search(r"overhead ratio at 1 stream\(s\): .* = ([0-9.]+)x \((meets|MISSES) 1\.5x\)", out)
     assert m and float(m[1]) == pytest.approx(ratio, abs=0.01), out

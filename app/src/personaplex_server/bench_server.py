@@ -6,7 +6,9 @@ so their cost stays out of the measurement.  Per configuration it reports the se
 process's CPU time per 80 ms frame per stream, split into the engine thread's CPU time
 inside ``engine.step`` (the server's own ``personaplex_step_cpu_seconds`` counter) and
 everything else: WebSocket receive, Opus decode and encode, framing, queues and
-scheduling, the worker-thread hand-off and send.
+scheduling, the worker-thread hand-off and send. It also splits the process's CPU time by
+thread: the event loop's (the main thread: WebSocket, Opus, framing, the loop's side of
+the hand-off) and the others' (the engine thread: the steps and its side of the hand-off).
 
 The codec floor is measured twice: the server's own CPU time inside Opus decode and
 encode during the run (``personaplex_codec_cpu_seconds``: the same frames, as cold or warm
@@ -110,8 +112,10 @@ def _serve(
     Server(uvicorn.Config(app, **kwargs)).run()  # type: ignore[arg-type]
 
 
-def _proc_cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+def _proc_cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """CPU time of process ``pid``, or of its thread ``tid``."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    with open(path, encoding="ascii") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     # fields[0] is the state (3rd field of the file): utime/stime are the 14th/15th.
     utime, stime = int(fields[11]), int(fields[12])
@@ -187,6 +191,7 @@ class RunResult:
     seconds: float
     frames: int
     server_cpu_s: float
+    loop_cpu_s: float  # the event loop's thread (the rest: the engine thread, mostly)
     step_s: float  # CPU time of the engine thread inside engine.step
     step_wall_s: float
     dropped: int
@@ -202,6 +207,14 @@ class RunResult:
     @property
     def cpu_ms_per_frame(self) -> float:
         return 1000 * self.server_cpu_s / max(self.frames, 1)
+
+    @property
+    def loop_ms_per_frame(self) -> float:
+        return 1000 * self.loop_cpu_s / max(self.frames, 1)
+
+    @property
+    def other_threads_ms_per_frame(self) -> float:
+        return self.cpu_ms_per_frame - self.loop_ms_per_frame
 
     @property
     def model_ms_per_frame(self) -> float:
@@ -244,6 +257,7 @@ async def _clients(port: int, n: int, pages: list[bytes], pid: int) -> tuple[Run
     readers = [asyncio.create_task(reader(i)) for i in range(n)]
     m0 = await asyncio.to_thread(_metrics, port)
     cpu0 = _proc_cpu_seconds(pid)
+    loop0 = _proc_cpu_seconds(pid, pid)  # the main thread runs the event loop
     t0 = time.perf_counter()
 
     async def writer(i: int) -> None:
@@ -261,6 +275,7 @@ async def _clients(port: int, n: int, pages: list[bytes], pid: int) -> tuple[Run
     await asyncio.sleep(3 * FRAME_S)  # let the last frames through
     elapsed = time.perf_counter() - t0
     cpu1 = _proc_cpu_seconds(pid)
+    loop1 = _proc_cpu_seconds(pid, pid)
     m1 = await asyncio.to_thread(_metrics, port)
     for ws in conns:
         with contextlib.suppress(Exception):
@@ -273,6 +288,7 @@ async def _clients(port: int, n: int, pages: list[bytes], pid: int) -> tuple[Run
         seconds=elapsed,
         frames=int(m1["personaplex_frames_total"] - m0["personaplex_frames_total"]),
         server_cpu_s=cpu1 - cpu0,
+        loop_cpu_s=loop1 - loop0,
         step_s=m1["personaplex_step_cpu_seconds_total"] - m0["personaplex_step_cpu_seconds_total"],
         step_wall_s=m1["personaplex_frame_step_seconds_sum"]
         - m0["personaplex_frame_step_seconds_sum"],
@@ -384,6 +400,7 @@ def main(args: argparse.Namespace) -> int:
     print(
         f"{'streams':>7} {'frames':>7} {'cpu/frame':>10} {'model cpu':>10} "
         f"{'outside model':>14} {'codec in run':>13} {'ratio':>6} {'vs warm':>8} "
+        f"{'loop thread':>12} {'other thr':>10} "
         f"{'step wall':>10} {'core load':>10} {'dropped':>8} {'late':>5} {'failed':>6}"
     )
     results = []
@@ -397,6 +414,7 @@ def main(args: argparse.Namespace) -> int:
                 f"{r.codec_ms_per_frame:>11.3f}ms "
                 f"{r.overhead_ms_per_frame / max(r.codec_ms_per_frame, 1e-9):>5.2f}x "
                 f"{r.overhead_ms_per_frame / codec_ms:>7.2f}x "
+                f"{r.loop_ms_per_frame:>10.3f}ms {r.other_threads_ms_per_frame:>8.3f}ms "
                 f"{1000 * r.step_wall_s / max(r.frames, 1):>8.3f}ms "
                 f"{100 * r.core_load:>9.1f}% {r.dropped:>8} {r.late:>5} {r.failed:>6}",
                 flush=True,
