@@ -3,6 +3,7 @@
 #   - app/tests/test_browser_ui.py: Debian's chromium, driven by Playwright (a pinned test extra
 #     of app/) through executable_path; Playwright's own browser download is never used.
 #   - app/tests/test_fleet_simulation.py: Debian's haproxy in front of local voice servers.
+#   - app/tests/test_ui_decoder.py: Debian's nodejs runs the official UI's Opus decoder worker.
 # Idempotent: installs only what is missing; concurrent callers serialise on a lock.
 set -euo pipefail
 
@@ -12,6 +13,7 @@ LOCK=/var/lock/personaplex-app-test-prepare.lock
 missing() {  # the Debian packages whose program is not there
   [[ -x $CHROMIUM ]] || echo chromium
   command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || echo haproxy
+  command -v node >/dev/null 2>&1 || echo nodejs
 }
 
 need=$(missing)

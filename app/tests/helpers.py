@@ -1,23 +1,50 @@
-"""Test helpers: a live uvicorn server on a loopback port and Opus test audio."""
+"""Test helpers: a live uvicorn server on a loopback port, Opus test audio, the shared
+fixtures and the rule for a missing test program."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import uvicorn
 from fastapi import FastAPI
 
 from personaplex_server.audio import FRAME_SIZE, SAMPLE_RATE, OpusEncoder
 from personaplex_server.config import Settings
 from personaplex_server.uvicorn_server import Server, uvicorn_kwargs
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def shared_fixtures() -> Path | None:
+    """The shared read-only fixtures (the official UI build, a speech WAV):
+    ``$PERSONAPLEX_FIXTURES``, ``<repo>/../shared/fixtures`` (CI's layout) or
+    ``/work/shared/fixtures``; None when none of them holds ``personaplex-ui/index.html``."""
+    candidates = [os.environ.get("PERSONAPLEX_FIXTURES")]
+    candidates += [str(REPO.parent / "shared" / "fixtures"), "/work/shared/fixtures"]
+    for c in candidates:
+        if c and (Path(c) / "personaplex-ui" / "index.html").is_file():
+            return Path(c)
+    return None
+
+
+def missing_program(what: str) -> None:
+    """Skip locally; fail under CI, which installs the test programs
+    (scripts/app-test-prepare.sh) and the test extras: a missing piece there is a broken
+    setup, not a reason to skip."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} (CI must run scripts/app-test-prepare.sh and install app[test])")
+    pytest.skip(what)
 
 
 class LiveServer:

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import LiveServer
+from helpers import LiveServer, missing_program, shared_fixtures
 
 from personaplex_server.app import create_app
 from personaplex_server.config import Settings
@@ -38,32 +38,14 @@ from personaplex_server.config import Settings
 pytestmark = pytest.mark.slow
 
 TOKEN = "browser-test-token-7d1e"
-REPO = Path(__file__).resolve().parents[2]
 TALK_SECONDS = 15.0
 PRESET = "Astronaut (fun)"  # not the default text, so the click is what sets it
 VOICE = "NATM1.pt"  # not the UI's default voice (NATF0.pt)
 
 
-def _fixtures_dir() -> Path | None:
-    candidates = [os.environ.get("PERSONAPLEX_FIXTURES")]
-    candidates += [str(REPO.parent / "shared" / "fixtures"), "/work/shared/fixtures"]
-    for c in candidates:
-        if c and (Path(c) / "personaplex-ui" / "index.html").is_file():
-            return Path(c)
-    return None
-
-
-def _missing(what: str) -> None:
-    # CI installs the browser (scripts/app-test-prepare.sh) and the test extras: a
-    # missing piece there is a broken setup, not a reason to skip.
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} (CI must run scripts/app-test-prepare.sh and install app[test])")
-    pytest.skip(what)
-
-
 @pytest.fixture(scope="module")
 def fixtures() -> Path:
-    found = _fixtures_dir()
+    found = shared_fixtures()
     if found is None:
         pytest.skip(
             "shared fixtures not found (set PERSONAPLEX_FIXTURES to the folder holding "
@@ -76,7 +58,9 @@ def fixtures() -> Path:
 def chromium() -> str:
     path = os.environ.get("PERSONAPLEX_CHROMIUM", "/usr/bin/chromium")
     if not os.access(path, os.X_OK):
-        _missing(f"{path} not found: run scripts/app-test-prepare.sh (apt-get install chromium)")
+        missing_program(
+            f"{path} not found: run scripts/app-test-prepare.sh (apt-get install chromium)"
+        )
     return path
 
 
@@ -85,7 +69,7 @@ def tls_server(
     tiny_model_dir: Path, fixtures: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     if shutil.which("openssl") is None:
-        _missing("the openssl command is needed for the self-signed certificate")
+        missing_program("the openssl command is needed for the self-signed certificate")
     tmp = tmp_path_factory.mktemp("tls")
     cert, key = tmp / "cert.pem", tmp / "key.pem"
     subprocess.run(
@@ -139,7 +123,7 @@ def test_official_ui_conversation_in_chromium(
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _missing("playwright is not installed (pip install 'app[test]')")
+        missing_program("playwright is not installed (pip install 'app[test]')")
     srv = tls_server
     wav = fixtures / "input_assistant.wav"
     t_start = time.monotonic()

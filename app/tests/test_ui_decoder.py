@@ -1,10 +1,11 @@
 """Replies decode in the official web UI's own Opus decoder (opus-recorder's
-``decoderWorker``, shipped in the UI build ``dist.tgz`` of the model repository).
+``decoderWorker``, in the UI build that the model repository's ``dist.tgz`` carries).
 
-Runs only where that build is at hand: set PERSONAPLEX_UI_DIST to an unpacked ``dist``
-folder (``assets/decoderWorker.min.js`` and ``.wasm``) and have ``node`` on PATH.  The
-decoder runs in Node the way the UI's Web Worker runs it; its output is compared with
-sphn's decoder for both reply encoders.
+The build: ``$PERSONAPLEX_UI_DIST`` (an unpacked ``dist`` folder), else the shared
+fixtures' ``personaplex-ui`` (see ``helpers.shared_fixtures``); skipped when neither is
+at hand. The decoder runs in ``node`` the way the UI's Web Worker runs it
+(``scripts/app-test-prepare.sh`` installs Debian's nodejs; missing under CI it fails);
+its output is compared with sphn's decoder for both reply encoders.
 """
 
 from __future__ import annotations
@@ -16,16 +17,30 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import missing_program, shared_fixtures
 
 from personaplex_server.audio import OpusDecoder, make_encoder_factory
 
-DIST = Path(os.environ.get("PERSONAPLEX_UI_DIST", "/nonexistent"))
-WORKER = DIST / "assets" / "decoderWorker.min.js"
 
-pytestmark = pytest.mark.skipif(
-    not WORKER.is_file() or shutil.which("node") is None,
-    reason="needs PERSONAPLEX_UI_DIST (the official UI build) and node",
-)
+def _ui_build() -> Path | None:
+    if os.environ.get("PERSONAPLEX_UI_DIST"):
+        return Path(os.environ["PERSONAPLEX_UI_DIST"])
+    fixtures = shared_fixtures()
+    return None if fixtures is None else fixtures / "personaplex-ui"
+
+
+@pytest.fixture(scope="module")
+def worker() -> Path:
+    build = _ui_build()
+    if build is None:
+        pytest.skip("the official UI build is not at hand (set PERSONAPLEX_UI_DIST)")
+    path = build / "assets" / "decoderWorker.min.js"
+    if not path.is_file():
+        pytest.fail(f"{path} not found: is {build} the official UI build?")
+    if shutil.which("node") is None:
+        missing_program("node not found: run scripts/app-test-prepare.sh (apt-get install nodejs)")
+    return path
+
 
 HARNESS = r"""
 const fs = require('fs'); const vm = require('vm'); const path = require('path');
@@ -54,7 +69,7 @@ Module.mainReady.then(() => {
 
 
 @pytest.mark.parametrize("encoder", ["sphn", "libopus"])
-def test_official_ui_decoder_plays_our_replies(tmp_path: Path, encoder: str) -> None:
+def test_official_ui_decoder_plays_our_replies(tmp_path: Path, encoder: str, worker: Path) -> None:
     frames = 25
     t = np.arange(frames * 1920) / 24000
     phase = 2 * np.pi * np.cumsum(120 + 30 * np.sin(2 * np.pi * 0.7 * t)) / 24000
@@ -65,7 +80,7 @@ def test_official_ui_decoder_plays_our_replies(tmp_path: Path, encoder: str) -> 
     stream.write_bytes(b"".join(len(m).to_bytes(4, "little") + m for m in messages))
     (tmp_path / "harness.js").write_text(HARNESS)
     subprocess.run(
-        ["node", str(tmp_path / "harness.js"), str(WORKER), str(stream), str(tmp_path / "ui.f32")],
+        ["node", str(tmp_path / "harness.js"), str(worker), str(stream), str(tmp_path / "ui.f32")],
         check=True,
         timeout=60,
     )
