@@ -73,7 +73,7 @@ def test_official_ui_decoder_plays_our_replies(tmp_path: Path, encoder: str, wor
     frames = 25
     t = np.arange(frames * 1920) / 24000
     phase = 2 * np.pi * np.cumsum(120 + 30 * np.sin(2 * np.pi * 0.7 * t)) / 24000
-    src = (0.1 * sum((1 / k) * np.sin(k * phase) for k in range(1, 30))).astype(np.float32)
+    src = (0.1 * np.sum([np.sin(k * phase) / k for k in range(1, 30)], axis=0)).astype(np.float32)
     enc = make_encoder_factory(encoder)(24000)
     messages = [enc.encode(src[i * 1920 : (i + 1) * 1920]) for i in range(frames)]
     stream = tmp_path / "replies.bin"
