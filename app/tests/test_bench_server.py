@@ -32,3 +32,20 @@ def test_bench_server_prints_the_overhead_ratio(capsys):
     assert 0 < loop <= cpu and loop + others == pytest.approx(cpu, abs=0.002), out
     m = re.search(r"overhead ratio at 1 stream\(s\): .* = ([0-9.]+)x \((meets|MISSES) 1\.5x\)", out)
     assert m and float(m[1]) == pytest.approx(ratio, abs=0.01), out
+
+
+def test_bench_server_floor_runs_only_the_codec_on_uvicorn(capsys):
+    """The floor reference: a bare ASGI app on the same uvicorn doing the same Opus work
+    (no engine, so no model time and no engine thread), measured the same way."""
+    args = ["--engine", "floor", "--streams", "1", "--seconds", "2", "--server-cpu", "-1"]
+    code = cli.main(["bench", "server", *args])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    row = next(line for line in out.splitlines() if re.match(r"\s+1\s+\d+\s", line))
+    cols = row.split()
+    frames, model = int(cols[1]), float(cols[3][:-2])
+    outside, codec, ratio = float(cols[4][:-2]), float(cols[5][:-2]), float(cols[6][:-1])
+    assert frames >= 20, out  # every 80 ms page was decoded, framed and re-encoded
+    assert model == 0, out
+    assert 0 < codec < outside, out
+    assert ratio == pytest.approx(outside / codec, abs=0.02), out

@@ -18,7 +18,10 @@ the first; "vs warm" over the second.
 
 Engines: ``null`` (default) echoes audio with no model, which isolates the server's
 overhead; ``tiny`` runs the real engine on the tiny random model (CPU), where the model
-dominates and the "outside the model" figure is total CPU minus the steps' CPU time.
+dominates and the "outside the model" figure is total CPU minus the steps' CPU time;
+``floor`` runs no server at all but a bare ASGI app on the same uvicorn settings that only
+decodes, frames, encodes and sends (:mod:`.bench_floor`): its ratio is the floor that
+uvicorn's WebSocket layer and the Opus codecs set on this machine.
 """
 
 from __future__ import annotations
@@ -91,7 +94,7 @@ def _serve(
         **opus,
     )
     factory: EngineFactory
-    if engine == "null":
+    if engine in ("null", "floor"):
 
         def factory(_: Settings) -> NullEngine:
             return NullEngine(NullEngineConfig(max_sessions=sessions, max_frames=100000))
@@ -106,7 +109,12 @@ def _serve(
             pass
     from .uvicorn_server import Server, uvicorn_kwargs
 
-    app = create_app(settings, factory)
+    if engine == "floor":
+        from .bench_floor import floor_app
+
+        app: Any = floor_app(opus)
+    else:
+        app = create_app(settings, factory)
     kwargs = uvicorn_kwargs(settings)
     kwargs["log_config"] = None
     Server(uvicorn.Config(app, **kwargs)).run()  # type: ignore[arg-type]
@@ -340,9 +348,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="audio streamed per client")
     parser.add_argument(
         "--engine",
-        choices=["null", "tiny"],
+        choices=["null", "tiny", "floor"],
         default="null",
-        help="null: no model (isolates server overhead); tiny: real engine, tiny random model",
+        help="null: no model (isolates server overhead); tiny: real engine, tiny random "
+        "model; floor: no server, a bare ASGI app doing only the Opus work on the same "
+        "uvicorn (the floor the ratio can reach)",
     )
     parser.add_argument(
         "--model-dir", type=Path, help="tiny model folder (default: generate one in a temp dir)"
