@@ -156,6 +156,7 @@ def build_random_full(
     lm_kwargs: dict[str, Any] | None = None,
     mimi_config: dict[str, Any] | None = None,
     context_mode: str = "pinned",
+    cuda_graph_scope: str = "pieces",
 ) -> Any:
     """An Engine over the full architecture with random weights (nothing downloaded).
 
@@ -230,6 +231,7 @@ def build_random_full(
         use_cuda_graphs=use_cuda_graphs,
         use_compile=use_compile,
         context_mode=context_mode,  # type: ignore[arg-type]
+        cuda_graph_scope=cuda_graph_scope,  # type: ignore[arg-type]
     )
     files = ModelFiles(
         Path("random"),
@@ -610,6 +612,7 @@ def build_engine(
     use_cuda_graphs: bool = True,
     use_compile: bool = True,
     context_mode: str = "pinned",
+    cuda_graph_scope: str = "pieces",
 ) -> Any:
     from .engine import Engine, EngineConfig
 
@@ -624,6 +627,7 @@ def build_engine(
             use_cuda_graphs=use_cuda_graphs,
             use_compile=use_compile,
             context_mode=context_mode,
+            cuda_graph_scope=cuda_graph_scope,
         )
     if model_dir is None:
         raise ValueError("give a model folder or random_full=True")
@@ -637,6 +641,7 @@ def build_engine(
             use_cuda_graphs=use_cuda_graphs,
             use_compile=use_compile,
             context_mode=context_mode,  # type: ignore[arg-type]
+            cuda_graph_scope=cuda_graph_scope,  # type: ignore[arg-type]
         )
     )
 
@@ -674,6 +679,7 @@ def bench(
     use_compile: bool = True,
     sessions: int | Sequence[int] = 1,
     context_mode: str = "pinned",
+    cuda_graph_scope: str = "pieces",
 ) -> list[BenchResult]:
     """Run each config, and each number of sessions (an engine with that many slots, all
     talking), in turn, freeing the previous model first; errors are recorded. Configs
@@ -710,6 +716,7 @@ def bench(
                 use_cuda_graphs=use_cuda_graphs,
                 use_compile=use_compile,
                 context_mode=context_mode,
+                cuda_graph_scope=cuda_graph_scope,
             )
             load_s = time.perf_counter() - t0
             results.append(bench_one(engine, config, frames, warmup_frames, load_s, sessions=n))
@@ -846,6 +853,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "and in parts (first config only)",
     )
     parser.add_argument("--no-cuda-graphs", action="store_true")
+    parser.add_argument(
+        "--cuda-graph-scope",
+        choices=["pieces", "step"],
+        default="pieces",
+        help="pieces: upstream moshi's graphs of the model's parts; step: one graph around "
+        "the whole batched step (engine/step_graph.py); run both to compare",
+    )
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument(
         "--json",
@@ -884,6 +898,7 @@ def run_engine_bench(argv: Sequence[str] | None = None) -> int:
             use_cuda_graphs=not args.no_cuda_graphs,
             use_compile=not args.no_compile,
             context_mode=args.context_mode,
+            cuda_graph_scope=args.cuda_graph_scope,
         )
         points = bench_long(engine, args.long)
         print(format_long(points, args.context_mode, engine.context))
@@ -906,6 +921,7 @@ def run_engine_bench(argv: Sequence[str] | None = None) -> int:
                 use_cuda_graphs=not args.no_cuda_graphs,
                 use_compile=not args.no_compile,
                 context_mode=args.context_mode,
+                cuda_graph_scope=args.cuda_graph_scope,
             )
             engine.warmup()
             for interleaved in (False, True):
@@ -930,6 +946,7 @@ def run_engine_bench(argv: Sequence[str] | None = None) -> int:
         use_compile=not args.no_compile,
         sessions=_counts(args.sessions),
         context_mode=args.context_mode,
+        cuda_graph_scope=args.cuda_graph_scope,
     )
     print(format_table(results))
     if args.json is not None:

@@ -61,6 +61,12 @@ class Settings(BaseSettings):
         "moshi's ring (the prompt leaves the window), stop ends the conversation.",
     )
     use_cuda_graphs: bool = Field(True, description="Capture CUDA graphs where they help.")
+    cuda_graph_scope: Literal["pieces", "step"] = Field(
+        "pieces",
+        description="pieces: upstream moshi's graphs of the LM, depth transformer and Mimi "
+        "parts; step: one graph around the whole batched step (fewer launches; not yet "
+        "measured on a GPU, run tests/engine/test_cuda.py there first).",
+    )
     use_compile: bool = Field(True, description="Use torch.compile where it helps.")
     warmup: bool = Field(True, description="Run a few model steps before reporting ready.")
 

@@ -48,6 +48,26 @@ def test_several_streams_per_step(tiny_dir: Path) -> None:
     assert r.error is None and r.sessions == 2 and r.frames == 2
 
 
+def test_the_whole_step_scope_reaches_the_engine(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--cuda-graph-scope step` builds engines that step through the step graph."""
+    built = []
+    build = bench_engine.build_engine
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        built.append(build(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(bench_engine, "build_engine", spy)
+    argv = ["--model-dir", str(tiny_dir), "--configs", "fp32", "--frames", "2", "--no-compile"]
+    argv += ["--warmup-frames", "1", "--sessions", "2", "--cuda-graph-scope", "step"]
+    rc = bench_engine.run_engine_bench(argv)
+    assert rc == 0
+    assert [e.info["cuda_graph_scope"] for e in built] == ["step"]
+    assert built[0]._step_graph is not None and built[0]._step_graph.restored > 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("config", ["fp32", "fp16+int8", "fp16+nf4"])
 def test_random_weights_path(config: str) -> None:

@@ -62,11 +62,17 @@ def _run(engine: Engine, frames: int, join_at: int) -> Run:
     return out
 
 
-def test_graph_replay_matches_eager(cuda_engine: Callable[..., Engine]) -> None:
+@pytest.mark.parametrize("scope", ["pieces", "step"])
+def test_graph_replay_matches_eager(cuda_engine: Callable[..., Engine], scope: str) -> None:
+    """``pieces``: moshi's graphs of the model's parts; ``step``: one graph around the
+    whole batched step (engine/step_graph.py), replayed between eager prompt steps."""
     eager = _run(cuda_engine(graphs=False), frames=24, join_at=10)
-    graphed_engine = cuda_engine(graphs=True)
+    graphed_engine = cuda_engine(graphs=True, cuda_graph_scope=scope)
     assert graphed_engine.info["cuda_graphs"] is True
     graphed = _run(graphed_engine, frames=24, join_at=10)
+    if scope == "step":
+        assert graphed_engine._step_graph is not None
+        assert graphed_engine._step_graph.replays > 10  # the whole step really replayed
     for k in range(3):
         assert [t for t, _ in graphed[k]] == [t for t, _ in eager[k]], f"text of slot {k}"
         # the same kernels replayed: equal up to float32 rounding of reordered reductions
@@ -74,9 +80,10 @@ def test_graph_replay_matches_eager(cuda_engine: Callable[..., Engine]) -> None:
             np.testing.assert_allclose(got, want, atol=1e-4, err_msg=f"slot {k} frame {i}")
 
 
+@pytest.mark.parametrize("scope", ["pieces", "step"])
 @pytest.mark.parametrize("mode", ["sliding", "pinned"])
 def test_graph_replay_past_the_context(
-    cuda_engine: Callable[..., Engine], tmp_path: Any, mode: str
+    cuda_engine: Callable[..., Engine], tmp_path: Any, mode: str, scope: str
 ) -> None:
     """The ring wraps (and pinned prompts are re-rotated) under graph replay as in eager."""
     from personaplex_server import tiny
@@ -84,7 +91,13 @@ def test_graph_replay_past_the_context(
     model = tiny.generate(tmp_path / "short", seed=1, context=48)
     runs = []
     for graphs in (False, True):
-        engine = cuda_engine(graphs=graphs, model_dir=model, max_sessions=2, context_mode=mode)
+        engine = cuda_engine(
+            graphs=graphs,
+            model_dir=model,
+            max_sessions=2,
+            context_mode=mode,
+            cuda_graph_scope=scope,
+        )
         s = engine.new_session("NATF0.pt", "", SAMPLED[0])
         s.run_prompt()
         runs.append([s.step(NOISE[i % 40]).text for i in range(3 * 48)])

@@ -46,6 +46,7 @@ from .planning import (
 )
 from .prompt import PromptFrames, build_prompt, fork_columns, wrap_with_system_tags
 from .quant import module_bytes
+from .step_graph import StepGraph
 from .types import (
     ContextExhausted,
     ContextMode,
@@ -203,6 +204,16 @@ class Engine:
             self._windows: list[WindowKVCache] = install_window(self.lm)
             self._mimi_windows = install_masked(self.mimi)
         self._mimi_slots: tuple[int, ...] | None = None
+        # after the caches are installed: the pins list the tensors the steps will use
+        self._step_graph = (
+            StepGraph(
+                self._step_body,
+                [self.lm_gen, self.mimi],
+                enabled=device.type == "cuda" and self.cfg.use_cuda_graphs,
+            )
+            if self.cfg.cuda_graph_scope == "step"
+            else None
+        )
         self.info["capacity"] = b
 
     def resize(self, sessions: int) -> None:
@@ -341,6 +352,7 @@ class Engine:
             "frame_size": C.FRAME_SIZE,
             "sample_rate": C.SAMPLE_RATE,
             "cuda_graphs": cfg.use_cuda_graphs and device.type == "cuda" and _cuda_graphs_env_ok(),
+            "cuda_graph_scope": cfg.cuda_graph_scope,
             "torch_compile": cfg.use_compile and not os.environ.get("NO_TORCH_COMPILE"),
             "memory": plan.as_info(),
             "versions": _versions(),
@@ -473,7 +485,10 @@ class Engine:
         if self.batch > 1:
             mask = torch.zeros(self.batch, dtype=torch.bool)
             mask[slots] = True
-            self._exec_mask = mask.to(self.device)
+            if self._exec_mask is None:
+                self._exec_mask = mask.to(self.device)
+            else:  # in place: a captured step reads this very tensor
+                self._exec_mask.copy_(mask)
             self.lm_gen.set_exec_mask(self._exec_mask)
 
     def _lm_step(self, inp: torch.Tensor, replace: torch.Tensor | None = None) -> Any:
@@ -695,15 +710,9 @@ class Engine:
             self._refresh_pins(sessions)
             self._set_exec_slots(slots)
             self._mimi_exec(slots)
-            codes = self.mimi.encode(torch.from_numpy(wav).to(self.device))  # [B, 8, 1]
-            tokens = self._lm_step(codes)
-            assert tokens is not None
-            # masked slots (and the first frames) come back as -2: decode zeros there
-            audio = tokens[:, 1 : 1 + C.AUDIO_CODEBOOKS].clamp_min(0)
-            pcm = self.mimi.decode(audio)[:, 0].float()  # [B, frame]
-            packed = torch.cat(
-                [pcm, tokens[:, 0].float(), self._sampler.nonfinite.float()[:, None]], dim=1
-            ).cpu()  # text ids < 2**24 are exact in float32
+            wav_in = torch.from_numpy(wav).to(self.device)
+            step = self._step_graph or self._step_body
+            packed = step(wav_in).cpu()
         host = packed.numpy()
         results = []
         for session in sessions:
@@ -721,6 +730,19 @@ class Engine:
             else:
                 results.append(StepOutput(pcm=p, text=self._piece(int(row[self.frame_size]))))
         return results
+
+    def _step_body(self, wav: torch.Tensor) -> torch.Tensor:
+        """Mimi encode, LM step, Mimi decode for all slots (the masked ones keep their
+        state), packed as [B, frame + 2]: audio, text id, non-finite flag. Device work
+        only, no host read: with ``cuda_graph_scope: step`` this is what is captured."""
+        codes = self.mimi.encode(wav)  # [B, 8, 1]
+        tokens = self._lm_step(codes)
+        assert tokens is not None
+        # masked slots (and the first frames) come back as -2: decode zeros there
+        audio = tokens[:, 1 : 1 + C.AUDIO_CODEBOOKS].clamp_min(0)
+        pcm = self.mimi.decode(audio)[:, 0].float()  # [B, frame]
+        flags = self._sampler.nonfinite.float()[:, None]
+        return torch.cat([pcm, tokens[:, 0].float(), flags], dim=1)  # ids < 2**24: exact
 
     def _refresh_pins(self, sessions: list[EngineSession]) -> None:
         """Move each pinned prompt to just before its slot's window for the next

@@ -14,6 +14,7 @@ QuantizeName = Literal["auto", "none", "int8", "nf4"]
 # pinned: a sliding window that keeps the persona prompt in view (default);
 # sliding: upstream moshi's ring, the prompt leaves the window; stop: end the conversation.
 ContextMode = Literal["pinned", "sliding", "stop"]
+CudaGraphScope = Literal["pieces", "step"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class EngineConfig:
     quantize: QuantizeName = "auto"
     max_sessions: int | Literal["auto"] = 1  # auto: from memory, then measured step time
     use_cuda_graphs: bool = True
+    # "pieces": upstream moshi's graphs of the LM, depth transformer and Mimi parts;
+    # "step": one graph around the whole batched step (engine/step_graph.py)
+    cuda_graph_scope: CudaGraphScope = "pieces"
     use_compile: bool = True
     # Write a dep_q=8 copy of the LM weights next to the original (once) and load it next time.
     sliced_weights: bool = False
