@@ -120,3 +120,17 @@ def test_a_state_that_changes_shape_cannot_be_captured() -> None:
     module._streaming_state.offsets = torch.zeros(3, dtype=torch.long)
     with pytest.raises(RuntimeError, match="cuda_graph_scope: pieces"):
         pins.restore()
+
+
+def test_a_failed_capture_says_which_setting_to_change() -> None:
+    """The capture happens in the engine's warm-up: a failure there names the way back."""
+    module = _Module()
+    graph = StepGraph(lambda wav: wav, [module], enabled=True)
+
+    def capture_fails(wav: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    graph._graphed = capture_fails  # type: ignore[assignment]
+    with pytest.raises(RuntimeError, match="set cuda_graph_scope: pieces") as info:
+        graph(torch.ones(1))
+    assert "stream is capturing" in str(info.value)

@@ -106,6 +106,7 @@ class StepGraph:
         from moshi.utils.compile import CUDAGraphed
 
         self._body = body
+        self._enabled = enabled
         self.pins = StatePins(roots)
         self._ran_python = False
         self._deltas: list[int] | None = None
@@ -124,7 +125,16 @@ class StepGraph:
     def __call__(self, wav: torch.Tensor) -> torch.Tensor:
         self.restored += self.pins.restore()  # what eager steps since the last call replaced
         self._ran_python = False
-        out: torch.Tensor = self._graphed(wav)
+        try:
+            out: torch.Tensor = self._graphed(wav)
+        except Exception as exc:
+            if not self._enabled or self.replays:
+                raise
+            # the first calls warm up and capture (the engine's warm-up, before serving)
+            raise RuntimeError(
+                f"the whole step could not be captured as one CUDA graph ({exc}); "
+                "set cuda_graph_scope: pieces"
+            ) from exc
         if not self._ran_python:  # a replay: advance the counters as the body would
             assert self._deltas is not None
             self.pins.add_to_counters(self._deltas)
