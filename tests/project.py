@@ -40,18 +40,30 @@ def role_vars(name: str) -> dict[str, Any]:
     return yaml.safe_load((ROLE / "vars" / name).read_text())
 
 
-def write_service_account_key(path: Path, project: str) -> Path:
-    """A deployer key file in Google's JSON key format, with an RSA key made now (never committed):
-    google-auth signs its JWT with it and the fake's token endpoint answers."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
+# The stand-in deployer's RSA key (PEM): taken from the environment when set, else made once
+# per test process and put there. Never committed, never a real credential.
+DEPLOYER_KEY_ENV = "PERSONAPLEX_TEST_DEPLOYER_KEY_PEM"
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    path.write_text(json.dumps({
-        "type": "service_account", "project_id": project, "private_key_id": "k1", "private_key": pem.decode(),
-        "client_email": f"deployer@{project}.iam.gserviceaccount.com", "client_id": "1",
-        "token_uri": "https://oauth2.googleapis.com/token"}))
+
+def deployer_key_pem() -> str:
+    if not os.environ.get(DEPLOYER_KEY_ENV):
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        os.environ[DEPLOYER_KEY_ENV] = pem.decode()
+    return os.environ[DEPLOYER_KEY_ENV]
+
+
+def write_service_account_key(path: Path, project: str) -> Path:
+    """A deployer key file in Google's JSON key format, its key from `deployer_key_pem`:
+    google-auth signs its JWT with it and the fake's token endpoint answers."""
+    key_file = {"type": "service_account", "project_id": project, "private_key_id": "k1",
+                "client_email": f"deployer@{project}.iam.gserviceaccount.com", "client_id": "1",
+                "token_uri": "https://oauth2.googleapis.com/token"}
+    key_file["private_key"] = deployer_key_pem()
+    path.write_text(json.dumps(key_file))
     path.chmod(0o600)
     return path
 
@@ -68,7 +80,8 @@ def writes(calls: list[Any]) -> list[Any]:
 
 def run_playbook(playbook: str, inventory: Path, home: Path, *extra: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     # Each test gets its own HOME and Ansible temp dirs (under tmp_path): runs in parallel share nothing.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GCP_", "GOOGLE_", "CLOUDSDK_", "HF_", "ANSIBLE_", "PYTHONPATH"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GCP_", "GOOGLE_", "CLOUDSDK_", "HF_", "ANSIBLE_", "PYTHONPATH", DEPLOYER_KEY_ENV))}
     env.update(HOME=str(home), ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_LOCAL_TEMP=str(home / "tmp"), ANSIBLE_REMOTE_TEMP=str(home / "tmp"),
                GCE_METADATA_HOST="127.0.0.1:9", GCE_METADATA_IP="127.0.0.1:9")
