@@ -13,12 +13,16 @@ from personaplex_server import cli
 pytestmark = pytest.mark.slow
 
 
+def _row_of_one_stream(out: str) -> list[str]:
+    """The table row of the 1-stream run, split into its columns."""
+    return next(line for line in out.splitlines() if re.match(r"\s+1\s+\d+\s", line)).split()
+
+
 def test_bench_server_prints_the_overhead_ratio(capsys):
     code = cli.main(["bench", "server", "--streams", "1", "--seconds", "2", "--server-cpu", "-1"])
     out = capsys.readouterr().out
     assert code == 0, out
-    row = next(line for line in out.splitlines() if re.match(r"\s+1\s+\d+\s", line))
-    cols = row.split()
+    cols = _row_of_one_stream(out)
     frames = int(cols[1])
     outside, codec, ratio = float(cols[4][:-2]), float(cols[5][:-2]), float(cols[6][:-1])
     assert frames >= 20, out  # 2 s of 80 ms frames reached the (null) engine
@@ -41,8 +45,7 @@ def test_bench_server_floor_runs_only_the_codec_on_uvicorn(capsys):
     code = cli.main(["bench", "server", *args])
     out = capsys.readouterr().out
     assert code == 0, out
-    row = next(line for line in out.splitlines() if re.match(r"\s+1\s+\d+\s", line))
-    cols = row.split()
+    cols = _row_of_one_stream(out)
     frames, model = int(cols[1]), float(cols[3][:-2])
     outside, codec, ratio = float(cols[4][:-2]), float(cols[5][:-2]), float(cols[6][:-1])
     assert frames >= 20, out  # every 80 ms page was decoded, framed and re-encoded

@@ -889,16 +889,20 @@ def run_engine_bench(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(list(argv) if argv is not None else None)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    # the engine's options, the same for every engine built below
+    options: dict[str, Any] = {
+        "use_cuda_graphs": not args.no_cuda_graphs,
+        "use_compile": not args.no_compile,
+        "context_mode": args.context_mode,
+        "cuda_graph_scope": args.cuda_graph_scope,
+    }
     if args.long > 0:
         engine = build_engine(
             configs[0],
             args.model_dir,
             random_full=args.random_full,
             device=args.device,
-            use_cuda_graphs=not args.no_cuda_graphs,
-            use_compile=not args.no_compile,
-            context_mode=args.context_mode,
-            cuda_graph_scope=args.cuda_graph_scope,
+            **options,
         )
         points = bench_long(engine, args.long)
         print(format_long(points, args.context_mode, engine.context))
@@ -918,10 +922,7 @@ def run_engine_bench(argv: Sequence[str] | None = None) -> int:
                 random_full=args.random_full,
                 device=args.device,
                 sessions=n + 1,
-                use_cuda_graphs=not args.no_cuda_graphs,
-                use_compile=not args.no_compile,
-                context_mode=args.context_mode,
-                cuda_graph_scope=args.cuda_graph_scope,
+                **options,
             )
             engine.warmup()
             for interleaved in (False, True):
@@ -942,11 +943,8 @@ def run_engine_bench(argv: Sequence[str] | None = None) -> int:
         frames=args.frames,
         warmup_frames=args.warmup_frames,
         device=args.device,
-        use_cuda_graphs=not args.no_cuda_graphs,
-        use_compile=not args.no_compile,
         sessions=_counts(args.sessions),
-        context_mode=args.context_mode,
-        cuda_graph_scope=args.cuda_graph_scope,
+        **options,
     )
     print(format_table(results))
     if args.json is not None:

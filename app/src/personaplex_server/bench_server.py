@@ -74,10 +74,8 @@ def _serve(
 
     import uvicorn
 
-    from .app import create_app
     from .config import Settings
-    from .engine_api import EngineFactory, load_real_engine
-    from .null_engine import NullEngine, NullEngineConfig
+    from .uvicorn_server import Server, uvicorn_kwargs
 
     logging.basicConfig(level=logging.WARNING)
     settings = Settings(
@@ -93,31 +91,37 @@ def _serve(
         idle_timeout_s=60,
         **opus,
     )
-    factory: EngineFactory
-    if engine in ("null", "floor"):
+    kwargs = uvicorn_kwargs(settings)
+    kwargs["log_config"] = None
+    app = _app_under_test(engine, settings, opus)
+    Server(uvicorn.Config(app, **kwargs)).run()  # type: ignore[arg-type]
 
-        def factory(_: Settings) -> NullEngine:
-            return NullEngine(NullEngineConfig(max_sessions=sessions, max_frames=100000))
 
-    else:
-        factory = load_real_engine
-        try:
-            import torch
-
-            torch.set_num_threads(1)
-        except ImportError:  # pragma: no cover
-            pass
-    from .uvicorn_server import Server, uvicorn_kwargs
-
+def _app_under_test(engine: str, settings: Any, opus: dict[str, Any]) -> Any:
+    """The server with the null or the (tiny) real engine, or the floor app."""
     if engine == "floor":
         from .bench_floor import floor_app
 
-        app: Any = floor_app(opus)
-    else:
-        app = create_app(settings, factory)
-    kwargs = uvicorn_kwargs(settings)
-    kwargs["log_config"] = None
-    Server(uvicorn.Config(app, **kwargs)).run()  # type: ignore[arg-type]
+        return floor_app(opus)
+    from .app import create_app
+
+    if engine == "null":
+        from .null_engine import NullEngine, NullEngineConfig
+
+        def factory(_: Any) -> NullEngine:
+            config = NullEngineConfig(max_sessions=settings.max_sessions, max_frames=100000)
+            return NullEngine(config)
+
+        return create_app(settings, factory)
+    from .engine_api import load_real_engine
+
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
+    return create_app(settings, load_real_engine)
 
 
 def _proc_cpu_seconds(pid: int, tid: int | None = None) -> float:
