@@ -19,12 +19,13 @@ import numpy as np
 
 from . import protocol
 from .audio import FRAME_SIZE, SAMPLE_RATE, Framer, OpusDecoder, make_encoder_factory
+from .null_engine import NullEngineConfig
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-TEXT_EVERY = 5  # as the null engine
+TEXT_EVERY = NullEngineConfig.text_every  # the same messages as the null engine's replies
 
 
 def floor_app(opus: dict[str, Any]) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
