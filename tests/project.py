@@ -57,8 +57,10 @@ def deployer_key_pem() -> str:
 
 
 def write_service_account_key(path: Path, project: str) -> Path:
-    """A deployer key file in Google's JSON key format, its key from `deployer_key_pem`:
-    google-auth signs its JWT with it and the fake's token endpoint answers."""
+    """A deployer key file in Google's JSON key format (the fields of a key created with
+    `gcloud iam service-accounts keys create`, https://cloud.google.com/iam/docs/keys-create-delete),
+    its key from `deployer_key_pem`: google-auth signs its JWT with it and the fake's token
+    endpoint answers."""
     key_file = {"type": "service_account", "project_id": project, "private_key_id": "k1",
                 "client_email": f"deployer@{project}.iam.gserviceaccount.com", "client_id": "1",
                 "token_uri": "https://oauth2.googleapis.com/token"}
